@@ -1,0 +1,104 @@
+"""Backbones behind one `pyramid_outputs` contract (see `kcnn.backbones.pyramid`).
+
+>>> backbone = build_backbone("resnet18", input_shape=(64, 64, 3))
+>>> {key: tuple(tensor.shape[1:3]) for key, tensor in backbone.output.items()}["P5"]
+(2, 2)
+"""
+
+import os
+
+import keras_hub
+
+from kcnn.backbones.hub import HUB_BUILDERS
+from kcnn.backbones.plain import plain_cnn
+from kcnn.backbones.pyramid import level_name, level_stride, pyramid_model, sorted_levels
+
+BACKBONES = ("plain_cnn", *HUB_BUILDERS)
+
+__all__ = [
+    "BACKBONES",
+    "build_backbone",
+    "level_name",
+    "level_stride",
+    "plain_cnn",
+    "pyramid_features",
+    "pyramid_model",
+    "sorted_levels",
+]
+
+
+def _load_weights(model, weights):
+    """Loads a local `.weights.h5` file into `model`; never downloads anything."""
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"`weights` must be the path of a local .weights.h5 file. No file at: {path}"
+        )
+    if not path.endswith(".weights.h5"):
+        raise ValueError(
+            f"`weights` must be a Keras weights file ending in '.weights.h5'. Received: {path}"
+        )
+    model.load_weights(path)
+
+
+def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
+    """Builds a backbone by name from constructor arguments, with no network access.
+
+    Args:
+        name: str. One of `kcnn.backbones.BACKBONES`: `"plain_cnn"`, `"resnet18"`,
+            `"resnet34"`, `"resnet50"`, `"resnet101"`, `"resnet152"`,
+            `"mobilenetv3_small"`, `"mobilenetv3_large"`, `"efficientnet_b0"` to `"_b2"`,
+            `"csp_darknet53"`, `"csp_darknet_tiny"`.
+        input_shape: tuple `(height, width, channels)`; height and width may be None.
+            Defaults to `(None, None, 3)`.
+        weights: None, or the path of a local `.weights.h5` file, or of a local keras-hub
+            preset folder (with `config.json` and `model.weights.h5`). For a `.weights.h5`
+            file the weights are those of the raw architecture (the keras-hub backbone, or
+            `plain_cnn`), as written by `model.save_weights`. Defaults to None (random).
+        **kwargs: constructor arguments that replace the published defaults, e.g.
+            `stackwise_num_filters=[8, 16, 32, 64]` for a tiny ResNet, or `filters=(16, 32)`
+            for `plain_cnn`.
+
+    Returns:
+        A functional `keras.Model` whose output is a dict keyed by pyramid level
+        (`"P1"`..`"P5"`, stride 2**k; `plain_cnn` also gives `"P0"`), also available as
+        its `pyramid_outputs` attribute.
+
+    Raises:
+        ValueError: if `name` is unknown or `weights` is not a `.weights.h5` file.
+        FileNotFoundError: if `weights` does not exist.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"`name` must be one of {list(BACKBONES)}. Received: name={name!r}")
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}"
+        )
+    if weights is not None and os.path.isdir(os.fspath(weights)):
+        if name == "plain_cnn":
+            raise ValueError("`weights` for plain_cnn must be a .weights.h5 file, not a folder.")
+        raw = keras_hub.models.Backbone.from_preset(os.fspath(weights))
+        return pyramid_model(raw, name=name)
+    if name == "plain_cnn":
+        model = plain_cnn(input_shape=input_shape, **kwargs)
+        if weights is not None:
+            _load_weights(model, weights)
+        return model
+    raw = HUB_BUILDERS[name](input_shape, **kwargs)
+    if weights is not None:
+        _load_weights(raw, weights)
+    return pyramid_model(raw, name=name)
+
+
+def pyramid_features(backbone, inputs):
+    """Calls `backbone` on `inputs` and returns its pyramid dict, checking the contract."""
+    features = backbone(inputs)
+    if not isinstance(features, dict) or not features:
+        raise TypeError(
+            "A kcnn backbone must return a dict of feature maps keyed 'P<k>'. "
+            f"Received an output of type {type(features).__name__} from '{backbone.name}'."
+        )
+    for key in features:
+        level_stride(key)
+    return features

@@ -1,0 +1,102 @@
+"""The `kcnn` command: parses arguments, then calls the library."""
+
+import argparse
+import json
+import sys
+
+USAGE_EXAMPLES = """examples:
+  kcnn train configs/fashion_mnist.yaml
+  kcnn train configs/digits.yaml --override train.epochs=3 --override data.batch_size=64
+  kcnn evaluate runs/fashion_mnist
+  kcnn export runs/fashion_mnist --quantization dynamic
+  kcnn analyze configs/fashion_mnist.yaml
+"""
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="kcnn",
+        description="Train, evaluate, export and analyse Keras CNNs.",
+        epilog=USAGE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train, evaluate, plot and export an experiment")
+    train.add_argument("config", help="YAML experiment file (see configs/)")
+    train.add_argument(
+        "--override",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace one config value, e.g. train.epochs=3 (repeatable)",
+    )
+    train.add_argument("--run-dir", help="run folder (default: runs/<name>, never overwritten)")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a finished run on its test split")
+    evaluate.add_argument("run", help="run folder")
+
+    export = commands.add_parser("export", help="export a finished run to SavedModel/TFLite")
+    export.add_argument("run", help="run folder")
+    export.add_argument(
+        "--quantization",
+        choices=["none", "fp16", "dynamic", "int8"],
+        help="TFLite quantization (default: the run's config)",
+    )
+
+    analyze = commands.add_parser(
+        "analyze", help="per-layer params, MACs, receptive field of a config's model or a run"
+    )
+    analyze.add_argument("target", help="YAML experiment file or run folder")
+    return parser
+
+
+def _analyze(target):
+    from pathlib import Path
+
+    from kcnn.analysis import analyze
+    from kcnn.training import load_config, load_run
+    from kcnn.training.trainer import build_model, load_data
+
+    if Path(target).is_dir():
+        _, model = load_run(target)
+    else:
+        config = load_config(target)
+        dataset = load_data(config.data, seed=config.runtime.seed)
+        model = build_model(config, dataset.x_train.shape[1:], len(dataset.class_names))
+    print(analyze(model).to_table())
+
+
+def main(argv=None):
+    arguments = _parser().parse_args(argv)
+    from kcnn.export import ExportParityError
+
+    try:
+        if arguments.command == "train":
+            from kcnn.training import load_config, train
+
+            config = load_config(arguments.config, arguments.override)
+            run_dir = train(config, run_dir=arguments.run_dir)
+            print(f"run folder: {run_dir}")
+        elif arguments.command == "evaluate":
+            from kcnn.training import evaluate
+
+            print(json.dumps(evaluate(arguments.run), indent=2))
+        elif arguments.command == "export":
+            from kcnn.training import export
+
+            print(json.dumps(export(arguments.run, arguments.quantization), indent=2))
+        elif arguments.command == "analyze":
+            _analyze(arguments.target)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"kcnn {arguments.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ExportParityError as error:
+        print(f"kcnn {arguments.command}: export failed the parity check: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Custom Keras layers, one public layer per file, registered under the "kcnn" package."""

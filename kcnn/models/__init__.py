@@ -1,0 +1,1 @@
+"""Architectures built on kcnn backbones; see `kcnn.tasks` for task heads."""

@@ -1,0 +1,1 @@
+"""Functional kernels that kcnn layers call, written with `keras.ops`."""

@@ -1,0 +1,231 @@
+"""Experiment configuration: YAML file -> typed dataclasses -> constructor arguments.
+
+The layout follows TF Model Garden's experiment configs (official/vision/configs): one
+`ExperimentConfig` with a block per concern. Every key is checked: an unknown key is an
+error naming its full path (`train.epochz`), and a closed option set names its choices.
+
+Example YAML:
+
+    name: fashion_mnist
+    task: classification
+    data:
+      name: fashion_mnist
+      batch_size: 128
+    model:
+      backbone: plain_cnn
+      backbone_args: {filters: [32, 64, 128]}
+    train:
+      epochs: 10
+"""
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import yaml
+
+from kcnn.export.options import EXPORT_FORMATS, QUANTIZATIONS
+
+TASKS = ("classification",)
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data comes from and how it is batched.
+
+    `name` is a dataset of `kcnn.data` ("fashion_mnist", "digits", "image_folder"); when it
+    is not available on this machine and `fallback` names another, that one is used and
+    the run says so.
+    """
+
+    name: str = "fashion_mnist"
+    path: str | None = None
+    fallback: str | None = None
+    image_size: int | None = None
+    batch_size: int = 128
+    validation_fraction: float = 0.1
+    augment: str | None = None
+    shuffle_buffer: int | None = None
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The network: a backbone from `kcnn.backbones` and a classification head."""
+
+    backbone: str = "plain_cnn"
+    backbone_args: dict = dataclasses.field(default_factory=dict)
+    weights: str | None = None
+    dropout: float = 0.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation."""
+
+    epochs: int = 10
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    steps_per_epoch: int | None = None
+
+
+@dataclasses.dataclass
+class RuntimeConfig:
+    """How the job runs (the `runtime` block of TF Model Garden)."""
+
+    seed: int = 0
+    jit_compile: bool = False
+    deterministic: bool = False
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """What a finished run exports, and the parity check it must pass."""
+
+    formats: list = dataclasses.field(default_factory=lambda: list(EXPORT_FORMATS))
+    quantization: str = "none"
+    parity_samples: int = 32
+    parity_tolerance: float = 1e-4
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """One experiment: everything `kcnn train` needs."""
+
+    name: str = "experiment"
+    task: str = "classification"
+    output_dir: str = "runs"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def validate(self):
+        """Checks closed option sets and ranges; raises ValueError naming the key."""
+        _choice("task", self.task, TASKS)
+        _choice("train.optimizer", self.train.optimizer, OPTIMIZERS)
+        _choice("train.schedule", self.train.schedule, SCHEDULES)
+        _choice("export.quantization", self.export.quantization, QUANTIZATIONS)
+        for export_format in self.export.formats:
+            _choice("export.formats", export_format, EXPORT_FORMATS)
+        _positive("data.batch_size", self.data.batch_size)
+        _positive("train.epochs", self.train.epochs)
+        _positive("train.learning_rate", self.train.learning_rate)
+        if not 0.0 <= self.data.validation_fraction < 1.0:
+            raise ValueError(
+                "`data.validation_fraction` must be in [0, 1). "
+                f"Received: {self.data.validation_fraction}"
+            )
+        if not 0.0 <= self.model.dropout < 1.0:
+            raise ValueError(f"`model.dropout` must be in [0, 1). Received: {self.model.dropout}")
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _choice(key, value, choices):
+    if value not in choices:
+        raise ValueError(f"`{key}` must be one of {list(choices)}. Received: {value!r}")
+
+
+def _positive(key, value):
+    if value is None or value <= 0:
+        raise ValueError(f"`{key}` must be positive. Received: {value!r}")
+
+
+def _check_type(key, value, annotation):
+    """Checks a YAML scalar against a dataclass field annotation (ints pass as floats)."""
+    allowed = typing.get_args(annotation) or (annotation,)
+    allowed = tuple(typing.get_origin(a) or a for a in allowed)
+    allowed = tuple(type(None) if a is None else a for a in allowed)
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and bool not in allowed:
+        raise ValueError(f"`{key}` must be of type {_type_names(allowed)}. Received: {value!r}")
+    if not isinstance(value, allowed):
+        raise ValueError(f"`{key}` must be of type {_type_names(allowed)}. Received: {value!r}")
+    return value
+
+
+def _type_names(types):
+    return " or ".join("null" if t is type(None) else t.__name__ for t in types)
+
+
+def _from_dict(cls, values, prefix):
+    if not isinstance(values, dict):
+        raise ValueError(f"`{prefix or 'config'}` must be a mapping. Received: {values!r}")
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    arguments = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise ValueError(f"Unknown config key `{path}`. Known keys here: {sorted(fields)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            arguments[key] = _from_dict(hint, value, path)
+        else:
+            arguments[key] = _check_type(path, value, hint)
+    return cls(**arguments)
+
+
+def config_from_dict(values):
+    """Builds and validates an `ExperimentConfig` from a plain dict."""
+    return _from_dict(ExperimentConfig, values or {}, "").validate()
+
+
+def _apply_override(values, override):
+    if "=" not in override:
+        raise ValueError(f"An override must look like key.subkey=value. Received: {override!r}")
+    key, raw = override.split("=", 1)
+    node = values
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"Override `{key}`: `{part}` is not a mapping.")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path, overrides=()):
+    """Loads a YAML experiment file, applies `key.subkey=value` overrides, and validates.
+
+    Args:
+        path: str or Path of a YAML file.
+        overrides: iterable of strings such as `"train.epochs=3"`; values are parsed as
+            YAML (`3` is an int, `[8, 16]` a list, `null` None).
+
+    Returns:
+        A validated `ExperimentConfig`.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: for YAML that is not a mapping, an unknown key (named with its full
+            path), a value of the wrong type, or a value outside its option set.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"Config file {path} is not valid YAML: {error}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"Config file {path} must hold a mapping at the top level.")
+    for override in overrides:
+        _apply_override(values, override)
+    try:
+        return config_from_dict(values)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def save_config(config, path):
+    """Writes `config` as YAML (what a run folder keeps as `config.yaml`)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,330 @@
+"""The train / evaluate / export loop around `model.fit`, writing one run folder.
+
+A run folder holds everything a finished experiment produced:
+
+    runs/<name>/
+      config.yaml          the resolved experiment config
+      model.keras          the trained model (reloads with no custom_objects)
+      metrics.json         test-split metrics, data set, timing
+      history.csv          per-epoch metrics (appended across a resumed run)
+      curves.png           training curves
+      confusion_matrix.png
+      logs/                TensorBoard logs
+      saved_model/         TensorFlow SavedModel
+      model.tflite         LiteRT flatbuffer, builtin ops only
+      export_report.json   Keras vs LiteRT parity on held-out samples
+
+A run that is interrupted keeps `backup/` (Keras `BackupAndRestore`); training the same
+config again resumes it from the last finished epoch. A finished run is never overwritten:
+the next run of the same experiment goes to `runs/<name>-2`, `-3`, ...
+"""
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kcnn import data as kcnn_data
+from kcnn._files import atomic_path
+from kcnn.backbones import build_backbone
+from kcnn.export.exporters import (
+    ExportParityError,
+    export_saved_model,
+    export_tflite,
+    parity_report,
+)
+from kcnn.tasks import build_classifier
+from kcnn.training.config import load_config, save_config
+from kcnn.viz import confusion_matrix, plot_confusion_matrix, plot_training_curves, save_figure
+
+BACKUP = "backup"
+FINISHED_MARKER = "metrics.json"
+
+
+def _log(message):
+    print(f"[kcnn] {message}", flush=True)
+
+
+def load_data(data_config, seed=0):
+    """Loads the classification data a config names, falling back when it is absent."""
+    arguments = {"seed": seed}
+    if data_config.path is not None:
+        arguments["path"] = data_config.path
+    if data_config.image_size is not None:
+        arguments["image_size"] = data_config.image_size
+    try:
+        return kcnn_data.load_classification_data(data_config.name, **arguments)
+    except FileNotFoundError as error:
+        if not data_config.fallback:
+            raise
+        _log(f"{error}")
+        _log(f"data set '{data_config.name}' is not available; using '{data_config.fallback}'")
+        return kcnn_data.load_classification_data(data_config.fallback, seed=seed)
+
+
+def split_validation(images, labels, fraction, seed):
+    """Holds out a class-stratified `fraction` of the training split for validation."""
+    if not fraction:
+        return (images, labels), None
+    rng = np.random.default_rng(seed)
+    held_out = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        held_out.append(members[: int(round(fraction * members.size))])
+    held_out = np.sort(np.concatenate(held_out))
+    keep = np.setdiff1d(np.arange(labels.size), held_out)
+    return (images[keep], labels[keep]), (images[held_out], labels[held_out])
+
+
+def _optimizer(train_config, steps_per_epoch):
+    total_steps = max(1, train_config.epochs * steps_per_epoch)
+    warmup_steps = int(train_config.warmup_epochs * steps_per_epoch)
+    learning_rate = train_config.learning_rate
+    if train_config.schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else train_config.learning_rate,
+            decay_steps=max(1, total_steps - warmup_steps),
+            warmup_target=train_config.learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    if train_config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if train_config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=train_config.weight_decay)
+    return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+
+
+def resolve_run_dir(config):
+    """Returns the run folder: an unfinished run of this experiment, or a fresh folder."""
+    base = Path(config.output_dir) / config.name
+    candidate, index = base, 1
+    while candidate.exists():
+        if not (candidate / FINISHED_MARKER).exists():
+            return candidate  # unfinished: resume it (or reuse an empty folder)
+        index += 1
+        candidate = base.with_name(f"{base.name}-{index}")
+    return candidate
+
+
+def read_history(run_dir):
+    """Reads `history.csv` of a run into {metric: [value per epoch]}."""
+    path = Path(run_dir) / "history.csv"
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
+
+
+def _write_json(path, values):
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(values, indent=2), encoding="utf-8")
+
+
+def build_model(config, input_shape, num_classes):
+    """Builds the task model a config describes (not compiled)."""
+    backbone = build_backbone(
+        config.model.backbone,
+        input_shape=input_shape,
+        weights=config.model.weights,
+        **config.model.backbone_args,
+    )
+    return build_classifier(
+        backbone, num_classes, dropout=config.model.dropout, name=config.name.replace("-", "_")
+    )
+
+
+def _test_dataset(dataset, batch_size):
+    return kcnn_data.make_dataset(dataset.x_test, dataset.y_test, batch_size=batch_size)
+
+
+def evaluate_model(model, dataset, batch_size):
+    """Evaluates a classifier on the test split; returns metrics and the confusion matrix."""
+    probabilities = model.predict(_test_dataset(dataset, batch_size), verbose=0)
+    predictions = probabilities.argmax(axis=-1)
+    labels = np.asarray(dataset.y_test)
+    matrix = confusion_matrix(labels, predictions, len(dataset.class_names))
+    recall = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    picked = np.clip(probabilities[np.arange(labels.size), labels], 1e-7, 1.0)
+    metrics = {
+        "test_accuracy": float(np.mean(predictions == labels)),
+        "test_loss": float(-np.mean(np.log(picked))),
+        "test_samples": int(labels.size),
+        "per_class_recall": {
+            name: float(value) for name, value in zip(dataset.class_names, recall, strict=True)
+        },
+    }
+    return metrics, matrix
+
+
+def _as_model_input(images):
+    return np.asarray(images, dtype="float32") / 255.0
+
+
+def export_run(model, run_dir, config, dataset, quantization=None):
+    """Writes `saved_model/`, `model.tflite` and `export_report.json` into a run folder.
+
+    int8 calibration draws on the training split; parity is measured on the first
+    `config.export.parity_samples` test images.
+
+    Raises:
+        ExportParityError: if the fp32 LiteRT output differs from Keras by more than
+            `config.export.parity_tolerance` (the report is still written).
+    """
+    run_dir = Path(run_dir)
+    quantization = quantization or config.export.quantization
+    report = {"formats": list(config.export.formats)}
+    saved_model_dir = run_dir / "saved_model"
+    if "saved_model" in config.export.formats:
+        export_saved_model(model, saved_model_dir)
+        report["saved_model"] = str(saved_model_dir)
+    if "tflite" in config.export.formats:
+        suffix = "" if quantization == "none" else f"_{quantization}"
+        tflite_path = run_dir / f"model{suffix}.tflite"
+        export_tflite(
+            model,
+            tflite_path,
+            saved_model_dir=saved_model_dir if saved_model_dir.exists() else None,
+            quantization=quantization,
+            representative_images=_as_model_input(dataset.x_train[:256]),
+        )
+        samples = _as_model_input(dataset.x_test[: config.export.parity_samples])
+        report["tflite"] = parity_report(
+            model, tflite_path, samples, config.export.parity_tolerance, quantization
+        )
+        report["tflite"]["path"] = str(tflite_path)
+    _write_json(run_dir / "export_report.json", report)
+    tflite = report.get("tflite")
+    if tflite is not None and not tflite["passed"]:
+        raise ExportParityError(
+            f"LiteRT output differs from Keras by {tflite['max_abs_error']:.3g} "
+            f"(tolerance {tflite['tolerance']}); see {run_dir / 'export_report.json'}"
+        )
+    return report
+
+
+def train(config, run_dir=None, verbose="auto"):
+    """Trains, evaluates, plots and exports the experiment `config` describes.
+
+    Args:
+        config: an `ExperimentConfig` (see `kcnn.training.config.load_config`).
+        run_dir: folder for the run; defaults to `resolve_run_dir(config)`.
+        verbose: Keras `fit` verbosity. Defaults to `"auto"` (a progress bar).
+
+    Returns:
+        The run folder (`pathlib.Path`).
+    """
+    started = time.time()
+    run_dir = Path(run_dir) if run_dir is not None else resolve_run_dir(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = (run_dir / BACKUP).exists()
+    _log(f"run folder: {run_dir}" + (" (resuming)" if resuming else ""))
+    save_config(config, run_dir / "config.yaml")
+
+    keras.utils.set_random_seed(config.runtime.seed)
+    if config.runtime.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    dataset = load_data(config.data, seed=config.runtime.seed)
+    (x_train, y_train), validation = split_validation(
+        dataset.x_train, dataset.y_train, config.data.validation_fraction, config.runtime.seed
+    )
+    _log(
+        f"data: {dataset.name}, {len(x_train)} train / "
+        f"{0 if validation is None else len(validation[0])} validation / "
+        f"{len(dataset.x_test)} test images of shape {dataset.x_train.shape[1:]}, "
+        f"{len(dataset.class_names)} classes"
+    )
+    batch_size = config.data.batch_size
+    train_data = kcnn_data.make_dataset(
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=config.runtime.seed,
+        augment=config.data.augment,
+    )
+    validation_data = None
+    if validation is not None:
+        validation_data = kcnn_data.make_dataset(*validation, batch_size=batch_size)
+
+    steps_per_epoch = config.train.steps_per_epoch or int(np.ceil(len(x_train) / batch_size))
+    model = build_model(config, dataset.x_train.shape[1:], len(dataset.class_names))
+    model.compile(
+        optimizer=_optimizer(config.train, steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=config.runtime.jit_compile,
+    )
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP), delete_checkpoint=True),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
+    ]
+    model.fit(
+        train_data.repeat() if config.train.steps_per_epoch else train_data,
+        validation_data=validation_data,
+        epochs=config.train.epochs,
+        steps_per_epoch=config.train.steps_per_epoch,
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        verbose=verbose,
+    )
+    train_seconds = time.time() - started
+
+    metrics, matrix = evaluate_model(model, dataset, batch_size)
+    with atomic_path(run_dir / "model.keras") as temporary:
+        model.save(temporary)
+    history = read_history(run_dir)
+    save_figure(plot_training_curves(history, title=config.name), run_dir / "curves.png")
+    save_figure(
+        plot_confusion_matrix(matrix, dataset.class_names, title=f"{config.name}: test split"),
+        run_dir / "confusion_matrix.png",
+    )
+    (run_dir / "class_names.json").write_text(json.dumps(list(dataset.class_names)))
+
+    export_run(model, run_dir, config, dataset)
+    metrics.update(
+        {
+            "dataset": dataset.name,
+            "epochs": len(next(iter(history.values()))),
+            "train_seconds": round(train_seconds, 1),
+            "total_seconds": round(time.time() - started, 1),
+            "params": int(model.count_params()),
+        }
+    )
+    _write_json(run_dir / FINISHED_MARKER, metrics)
+    _log(
+        f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} images "
+        f"({metrics['total_seconds']:.0f} s)"
+    )
+    _log(f"wrote {run_dir}/: " + ", ".join(sorted(p.name for p in run_dir.iterdir())))
+    return run_dir
+
+
+def load_run(run_dir):
+    """Loads the config and the trained model of a finished run folder."""
+    run_dir = Path(run_dir)
+    model_path = run_dir / "model.keras"
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a finished kcnn run: no model.keras in it.")
+    config = load_config(run_dir / "config.yaml")
+    return config, keras.saving.load_model(model_path)
+
+
+def evaluate(run_dir):
+    """Re-evaluates a finished run on its test split; writes and returns `evaluation.json`."""
+    config, model = load_run(run_dir)
+    dataset = load_data(config.data, seed=config.runtime.seed)
+    metrics, _ = evaluate_model(model, dataset, config.data.batch_size)
+    _write_json(Path(run_dir) / "evaluation.json", metrics)
+    return metrics
+
+
+def export(run_dir, quantization=None):
+    """Exports a finished run again (e.g. with another quantization)."""
+    config, model = load_run(run_dir)
+    dataset = load_data(config.data, seed=config.runtime.seed)
+    return export_run(model, run_dir, config, dataset, quantization=quantization)

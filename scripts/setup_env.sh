@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Creates or updates the project virtualenv and the offline data; safe to run again.
+#   VENV      virtualenv folder (default: .venv)
+#   PYTHON    interpreter to create it with (default: python3.11, else python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+FASHION_DIR=/usr/share/datasets/fashion-mnist
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating virtualenv $VENV with $PYTHON"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+# Reinstall only when the install file changed since the last successful install.
+stamp="$VENV/.kcnn-installed"
+wanted="$(sha256sum setup.py | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] \
+    || ! "$VENV/bin/python" -c "import kcnn" >/dev/null 2>&1; then
+  echo "[setup] installing kcnn and its dependencies into $VENV (first time: several minutes)"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  echo "$wanted" > "$stamp"
+else
+  echo "[setup] $VENV is up to date"
+fi
+
+if [ -f "$FASHION_DIR/train-images-idx3-ubyte.gz" ]; then
+  echo "[setup] Fashion-MNIST found in $FASHION_DIR"
+elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[setup] installing the Debian package dataset-fashion-mnist"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+      || echo "[setup] could not install dataset-fashion-mnist; the default run will use digits"
+  fi
+else
+  echo "[setup] Fashion-MNIST is not installed and this is not a root shell with apt-get."
+  echo "[setup] Install it with:  sudo apt-get install dataset-fashion-mnist"
+  echo "[setup] Until then the default run trains on scikit-learn's digits instead."
+fi
