@@ -1,0 +1,150 @@
+"""Names -> classification datasets, so configs can pick data with a string."""
+
+import dataclasses
+import inspect
+
+import numpy as np
+import sklearn.model_selection
+
+from kcnn.data._imaging import resize_image
+from kcnn.data._validation import check_test_fraction, normalize_image_size
+from kcnn.data.digits import DIGITS_CLASSES, load_digits
+from kcnn.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from kcnn.data.folders import load_image_folder
+
+
+@dataclasses.dataclass(eq=False)
+class ClassificationData:
+    """A classification dataset split into train and test.
+
+    Attributes:
+        x_train: uint8 array `(N_train, H, W, C)`.
+        y_train: int64 array `(N_train,)` of indices into `class_names`.
+        x_test: uint8 array `(N_test, H, W, C)`.
+        y_test: int64 array `(N_test,)`.
+        class_names: tuple of str.
+        name: str. The registry name the data was loaded under.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple
+    name: str
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def input_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+
+def _resize_all(images, image_size):
+    if image_size is None:
+        return images
+    height, width = normalize_image_size(image_size)
+    return np.stack([resize_image(image, height, width) for image in images])
+
+
+def _fashion_mnist(path=None, image_size=None, seed=0):
+    # The official split is fixed; `seed` is accepted so every dataset takes the same kwargs.
+    del seed
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist(path)
+    x_train, x_test = _resize_all(x_train, image_size), _resize_all(x_test, image_size)
+    return x_train, y_train, x_test, y_test, FASHION_MNIST_CLASSES
+
+
+def _digits(test_fraction=0.2, image_size=None, seed=0):
+    (x_train, y_train), (x_test, y_test) = load_digits(test_fraction=test_fraction, seed=seed)
+    x_train, x_test = _resize_all(x_train, image_size), _resize_all(x_test, image_size)
+    return x_train, y_train, x_test, y_test, DIGITS_CLASSES
+
+
+def _image_folder(
+    path, test_fraction=0.2, image_size=None, seed=0, color_mode="rgb", test_path=None
+):
+    images, labels, class_names = load_image_folder(path, image_size, color_mode)
+    if test_path is not None:
+        x_test, y_test, test_class_names = load_image_folder(test_path, image_size, color_mode)
+        if test_class_names != class_names:
+            raise ValueError(
+                f"Test folder '{test_path}' has classes {list(test_class_names)} but "
+                f"folder '{path}' has {list(class_names)}; expected the same class subfolders."
+            )
+        return images, labels, x_test, y_test, class_names
+    check_test_fraction(test_fraction)
+    x_train, x_test, y_train, y_test = sklearn.model_selection.train_test_split(
+        images, labels, test_size=test_fraction, stratify=labels, random_state=seed
+    )
+    return x_train, y_train, x_test, y_test, class_names
+
+
+# Registry name -> builder returning (x_train, y_train, x_test, y_test, class_names). The keyword
+# arguments of each builder are the ones `load_classification_data` accepts for that name.
+CLASSIFICATION_DATASETS = {
+    "fashion_mnist": _fashion_mnist,
+    "digits": _digits,
+    "image_folder": _image_folder,
+}
+
+
+def load_classification_data(name, **kwargs):
+    """Loads a registered classification dataset by name.
+
+    | name              | keyword arguments                                           |
+    |-------------------|-------------------------------------------------------------|
+    | `"fashion_mnist"` | `path=None`, `image_size=None`, `seed=0` (unused: the split |
+    |                   | is the official one); see `load_fashion_mnist`              |
+    | `"digits"`        | `test_fraction=0.2`, `image_size=None`, `seed=0`; see       |
+    |                   | `load_digits`                                               |
+    | `"image_folder"`  | `path` (required), `test_fraction=0.2`, `image_size=None`,  |
+    |                   | `seed=0`, `color_mode="rgb"`, `test_path=None`              |
+
+    `image_size` (int or `(height, width)`) resizes every image (bilinear).
+    `"image_folder"` reads `path` with `load_image_folder` and splits it with a
+    stratified seeded split, unless `test_path` names a second folder with the
+    same class subfolders to use as the test set.
+
+    Args:
+        name: str. A key of `CLASSIFICATION_DATASETS`.
+        **kwargs: keyword arguments of that dataset (table above).
+
+    Returns:
+        A `ClassificationData`.
+
+    Raises:
+        ValueError: if `name` is unknown (the message lists the known names), a
+            keyword argument is not accepted by that dataset (the message names
+            it and lists the accepted ones), or a required one is missing.
+
+    Example:
+
+    >>> data = load_classification_data("digits", test_fraction=0.25, seed=1)
+    >>> data.x_train.shape[1:], data.class_names[:3]
+    ((8, 8, 1), ('0', '1', '2'))
+    """
+    if name not in CLASSIFICATION_DATASETS:
+        raise ValueError(
+            f"Unknown classification dataset `name`={name!r}. Known names: "
+            f"{sorted(CLASSIFICATION_DATASETS)}"
+        )
+    builder = CLASSIFICATION_DATASETS[name]
+    parameters = inspect.signature(builder).parameters
+    unknown = sorted(set(kwargs) - set(parameters))
+    if unknown:
+        raise ValueError(
+            f"Dataset {name!r} does not accept keyword argument(s) {unknown}. "
+            f"Accepted: {list(parameters)}"
+        )
+    missing = [
+        parameter
+        for parameter, spec in parameters.items()
+        if spec.default is inspect.Parameter.empty and parameter not in kwargs
+    ]
+    if missing:
+        raise ValueError(f"Dataset {name!r} requires keyword argument(s) {missing}.")
+    x_train, y_train, x_test, y_test, class_names = builder(**kwargs)
+    return ClassificationData(x_train, y_train, x_test, y_test, tuple(class_names), name)

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import skimage.data
+
+from kcnn.data import PHOTO_SOURCES, load_photo, load_photos
+
+
+def reference_photo(name):
+    """The photo straight from scikit-image, grey repeated to RGB."""
+    photo = getattr(skimage.data, name)()
+    return np.repeat(photo[..., None], 3, axis=-1) if photo.ndim == 2 else photo[..., :3]
+
+
+def test_splits_are_disjoint_and_load_offline():
+    assert set(PHOTO_SOURCES) == {"train", "test"}
+    assert not set(PHOTO_SOURCES["train"]) & set(PHOTO_SOURCES["test"])
+    for name in PHOTO_SOURCES["train"] + PHOTO_SOURCES["test"]:
+        photo = load_photo(name)
+        assert photo.dtype == np.uint8 and photo.ndim == 3 and photo.shape[2] == 3
+        assert not photo.flags.writeable
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_crops_come_from_their_split(split):
+    crops, names, offsets = load_photos(
+        crop_size=24, crops_per_photo=3, split=split, seed=5, return_sources=True
+    )
+    assert crops.shape == (3 * len(PHOTO_SOURCES[split]), 24, 24, 3)
+    assert crops.dtype == np.uint8
+    assert names == [name for name in PHOTO_SOURCES[split] for _ in range(3)]
+    other = "test" if split == "train" else "train"
+    assert not set(names) & set(PHOTO_SOURCES[other])
+    for crop, name, (row, col) in zip(crops, names, offsets, strict=True):
+        np.testing.assert_array_equal(crop, reference_photo(name)[row : row + 24, col : col + 24])
+        assert crop.std() >= 2.0  # Blank crops (retina border) are redrawn.
+
+
+def test_deterministic_for_a_seed():
+    a = load_photos(crop_size=16, crops_per_photo=2, split="test", seed=1)
+    b = load_photos(crop_size=16, crops_per_photo=2, split="test", seed=1)
+    c = load_photos(crop_size=16, crops_per_photo=2, split="test", seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert len({crop.tobytes() for crop in a}) == len(a)
+
+
+def test_crop_larger_than_a_photo():
+    crops = load_photos(crop_size=320, crops_per_photo=1, split="test")
+    assert crops.shape == (4, 320, 320, 3)  # chelsea (300 rows) is upscaled to fit.
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"split": "validation"},
+            r"`split` must be one of \['test', 'train'\]. "
+            r"Received: split='validation'",
+        ),
+        ({"crop_size": 0}, r"`crop_size` must be an int >= 1. Received: crop_size=0"),
+        ({"crops_per_photo": 1.5}, r"`crops_per_photo` must be an int >= 1"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        load_photos(**kwargs)
+
+
+def test_unknown_photo():
+    with pytest.raises(ValueError, match=r"`name` must be one of .*Received: name='lena'"):
+        load_photo("lena")

@@ -1,0 +1,170 @@
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kcnn.data import AUGMENTATIONS, make_dataset, make_segmentation_dataset
+
+
+def random_images(count=10, height=8, width=10, channels=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, height, width, channels), np.uint8)
+
+
+def collect(dataset):
+    """All batches of one pass, concatenated per component."""
+    batches = list(dataset.as_numpy_iterator())
+    if isinstance(batches[0], tuple):
+        return tuple(np.concatenate(parts) for parts in zip(*batches, strict=True))
+    return np.concatenate(batches)
+
+
+def flip_translate_candidates(image, pad_height, pad_width):
+    """Every image `"flip_translate"` may produce, built with NumPy only."""
+    candidates = []
+    for flipped in (image, image[:, ::-1]):
+        padded = np.pad(flipped, ((pad_height,) * 2, (pad_width,) * 2, (0, 0)), mode="reflect")
+        for row in range(2 * pad_height + 1):
+            for col in range(2 * pad_width + 1):
+                candidates.append(padded[row : row + image.shape[0], col : col + image.shape[1]])
+    return np.stack(candidates)
+
+
+def test_batches_scale_and_order():
+    images, labels = random_images(10), np.arange(10) * 3
+    dataset = make_dataset(images, labels, batch_size=4)
+
+    batches = list(dataset.as_numpy_iterator())
+    assert [len(batch[0]) for batch in batches] == [4, 4, 2]
+    x, y = collect(dataset)
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x, images / 255.0, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(y, labels)
+
+    dropped = make_dataset(images, labels, batch_size=4, drop_remainder=True)
+    assert dropped.element_spec[0].shape.as_list() == [4, 8, 10, 3]
+    assert sum(1 for _ in dropped) == 2
+
+
+def test_float_input_and_no_labels():
+    images = random_images(5).astype(np.float64) / 255.0
+    x = collect(make_dataset(images, batch_size=2))
+    assert isinstance(make_dataset(images).element_spec, tf.TensorSpec)
+    np.testing.assert_allclose(x, images, atol=1e-7)
+
+
+def test_shuffle_is_a_seeded_permutation():
+    images, labels = random_images(20), np.arange(20)
+
+    _, first = collect(make_dataset(images, labels, batch_size=8, shuffle=True, seed=1))
+    _, again = collect(make_dataset(images, labels, batch_size=8, shuffle=True, seed=1))
+    _, other = collect(make_dataset(images, labels, batch_size=8, shuffle=True, seed=2))
+
+    np.testing.assert_array_equal(np.sort(first), labels)
+    assert not np.array_equal(first, labels)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_repeat():
+    dataset = make_dataset(random_images(3), np.arange(3), batch_size=2, repeat=True)
+    labels = np.concatenate([y for _, y in dataset.take(4).as_numpy_iterator()])
+    np.testing.assert_array_equal(labels, [0, 1, 2, 0, 1, 2, 0, 1])
+
+
+def test_flip():
+    images = random_images(32)
+    dataset = make_dataset(images, np.arange(32), batch_size=16, augment="flip", seed=3)
+    x, y = collect(dataset)
+    x = np.round(x * 255).astype(np.uint8)
+
+    same = np.all(x == images[y], axis=(1, 2, 3))
+    mirrored = np.all(x == images[y][:, :, ::-1], axis=(1, 2, 3))
+    assert np.all(same | mirrored)
+    assert 4 <= mirrored.sum() <= 28
+
+    again, _ = collect(make_dataset(images, np.arange(32), batch_size=16, augment="flip", seed=3))
+    np.testing.assert_array_equal(np.round(again * 255).astype(np.uint8), x)
+    # A second pass over the same dataset draws new flips.
+    second_epoch, _ = collect(dataset)
+    assert not np.array_equal(np.round(second_epoch * 255).astype(np.uint8), x)
+
+
+def test_flip_translate_matches_numpy_reference():
+    images = random_images(24, height=10, width=20, channels=1)
+    x = collect(make_dataset(images, batch_size=8, augment="flip_translate", seed=0))
+    x = np.round(x * 255).astype(np.uint8)
+    pad_height, pad_width = math.ceil(0.1 * 10), math.ceil(0.1 * 20)
+
+    shifted = 0
+    for image, output in zip(images, x, strict=True):
+        candidates = flip_translate_candidates(image, pad_height, pad_width)
+        matches = np.nonzero(np.all(candidates == output, axis=(1, 2, 3)))[0]
+        assert len(matches) > 0
+        # Candidates are [unflipped shifts, flipped shifts]; the middle of each is unshifted.
+        centre = pad_height * (2 * pad_width + 1) + pad_width
+        unshifted = {centre, len(candidates) // 2 + centre}
+        shifted += not unshifted & set(matches.tolist())
+    assert shifted >= 12
+
+
+def test_segmentation_flip_translate_keeps_masks_aligned():
+    images = random_images(16, height=12, width=12)
+    masks = images[..., 0] % 5  # A pixel's class is a function of its colour.
+
+    dataset = make_segmentation_dataset(images, masks, batch_size=8, augment="flip_translate")
+    x, m = collect(dataset)
+
+    assert x.dtype == np.float32 and m.dtype == np.int32 and m.shape == (16, 12, 12)
+    np.testing.assert_array_equal(m, np.round(x[..., 0] * 255).astype(np.int32) % 5)
+    assert not np.array_equal(m, masks)  # Something did move.
+
+
+def test_callable_augment():
+    images = random_images(4)
+    x = collect(make_dataset(images, batch_size=4, augment=lambda batch: 1.0 - batch))
+    np.testing.assert_allclose(x, 1.0 - images / 255.0, atol=1e-6)
+
+    masks = np.ones((4, 8, 10), np.uint8)
+    x, m = collect(
+        make_segmentation_dataset(
+            images, masks, batch_size=2, augment=lambda batch, mask: (batch * 0.0, mask + 1)
+        )
+    )
+    np.testing.assert_array_equal(x, 0.0)
+    np.testing.assert_array_equal(m, 2)
+
+
+def test_bad_arguments():
+    images = random_images(4)
+    with pytest.raises(
+        ValueError,
+        match=r"`augment` must be None, a callable, or one of \('flip', 'flip_translate'\). "
+        r"Received: augment='rotate'",
+    ):
+        make_dataset(images, augment="rotate")
+    assert AUGMENTATIONS == ("flip", "flip_translate")
+    with pytest.raises(
+        ValueError,
+        match=r"`images` and `labels` must have the same length. "
+        r"Received: len\(images\)=4, len\(labels\)=3",
+    ):
+        make_dataset(images, np.arange(3))
+    with pytest.raises(
+        ValueError,
+        match=r"`images` and `masks` must have the same length. "
+        r"Received: len\(images\)=4, len\(masks\)=5",
+    ):
+        make_segmentation_dataset(images, np.zeros((5, 8, 10), np.uint8))
+    with pytest.raises(ValueError, match=r"`masks` must have shape \(N, H, W\) matching"):
+        make_segmentation_dataset(images, np.zeros((4, 8, 9), np.uint8))
+    with pytest.raises(ValueError, match=r"`images` must be a 4-D array .*shape=\(4, 8, 10\)"):
+        make_dataset(images[..., 0])
+    with pytest.raises(
+        ValueError, match=r"Float `images` must lie in \[0, 1\]. Received: min=0.0, max=255.0"
+    ):
+        make_dataset(images.astype(np.float32))
+    with pytest.raises(
+        ValueError, match=r"`batch_size` must be an int >= 1. Received: batch_size=0"
+    ):
+        make_dataset(images, batch_size=0)
