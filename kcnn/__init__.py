@@ -11,6 +11,11 @@ Importing `kcnn` registers its layers for Keras serialization, so `.keras` files
 no `custom_objects`.
 """
 
-from kcnn import layers  # noqa: F401  (registers kcnn layers for deserialization)
+import os
+
+# kcnn's layers and exporters are written for the TensorFlow backend of Keras 3.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from kcnn import layers  # noqa: E402, F401  (registers kcnn layers for deserialization)
 
 __version__ = "0.1.0"

@@ -52,9 +52,10 @@ def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
         input_shape: tuple `(height, width, channels)`; height and width may be None.
             Defaults to `(None, None, 3)`.
         weights: None, or the path of a local `.weights.h5` file, or of a local keras-hub
-            preset folder (with `config.json` and `model.weights.h5`). For a `.weights.h5`
-            file the weights are those of the raw architecture (the keras-hub backbone, or
-            `plain_cnn`), as written by `model.save_weights`. Defaults to None (random).
+            preset folder (with `config.json` and `model.weights.h5`, as keras-hub writes
+            with `backbone.save_to_preset(folder)`). A `.weights.h5` file is what
+            `backbone.save_weights(path)` wrote for a kcnn backbone of the same name and
+            arguments. Defaults to None (random initialisation).
         **kwargs: constructor arguments that replace the published defaults, e.g.
             `stackwise_num_filters=[8, 16, 32, 64]` for a tiny ResNet, or `filters=(16, 32)`
             for `plain_cnn`.
@@ -82,13 +83,15 @@ def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
         return pyramid_model(raw, name=name)
     if name == "plain_cnn":
         model = plain_cnn(input_shape=input_shape, **kwargs)
-        if weights is not None:
-            _load_weights(model, weights)
-        return model
-    raw = HUB_BUILDERS[name](input_shape, **kwargs)
+    else:
+        builder = HUB_BUILDERS[name]
+        reference = None
+        if input_shape[:2] != (None, None):
+            reference = builder((None, None, input_shape[2]), **kwargs)
+        model = pyramid_model(builder(input_shape, **kwargs), name=name, reference=reference)
     if weights is not None:
-        _load_weights(raw, weights)
-    return pyramid_model(raw, name=name)
+        _load_weights(model, weights)
+    return model
 
 
 def pyramid_features(backbone, inputs):

@@ -59,40 +59,74 @@ def _layer_outputs(model):
     return outputs
 
 
-def _measured_level(height, width, probe_size):
-    """Returns k such that a `height` x `width` map has stride 2**k on a square probe.
+def _measured_level(height, width, input_height, input_width):
+    """Returns k such that a `height` x `width` map has stride 2**k on the given input.
 
-    "valid" convolutions make sizes drift by a pixel from probe_size / 2**k, so a size
-    within one pixel of it counts (a 1x1 squeeze-and-excite map never does).
+    "valid" convolutions make sizes drift by a pixel from size / 2**k, so a size within one
+    pixel of it counts, on both axes.
     """
     if not height or not width:
         return None
-    level = int(round(np.log2(probe_size / height)))
-    expected = probe_size / 2**level
-    if level < 0 or abs(height - expected) > 1 or abs(width - expected) > 1:
+    level = int(round(np.log2(input_height / height)))
+    if level < 0:
         return None
+    for size, measured in ((input_height, height), (input_width, width)):
+        if abs(measured - size / 2**level) > 1:
+            return None
     return level
 
 
-def pyramid_model(model, probe_size=128, min_level=0, max_level=MAX_LEVEL, name=None):
+def _choose_levels(model, probe_shape, min_level, max_level):
+    """Returns {level: position in the candidate list} and the candidate list of `model`."""
+    trusted = list((getattr(model, "pyramid_outputs", None) or {}).values())
+    candidates = trusted + _layer_outputs(model)
+    probe = keras.Model(model.inputs[0], candidates)
+    values = probe(np.zeros(probe_shape, dtype="float32"))
+    if not isinstance(values, (list, tuple)):
+        values = [values]
+    chosen, from_trusted = {}, set()
+    for position, value in enumerate(values):
+        level = _measured_level(value.shape[1], value.shape[2], probe_shape[1], probe_shape[2])
+        if level is None or not min_level <= level <= max_level:
+            continue
+        if position < len(trusted):
+            chosen[level] = position
+            from_trusted.add(level)
+        elif level not in from_trusted:
+            chosen[level] = position  # later layers overwrite earlier ones at the same stride
+    if not chosen:
+        raise ValueError(
+            f"No layer of model '{model.name}' has an output stride between "
+            f"{2**min_level} and {2**max_level}."
+        )
+    return chosen, candidates
+
+
+def pyramid_model(
+    model, probe_size=128, min_level=0, max_level=MAX_LEVEL, name=None, reference=None
+):
     """Wraps a functional image model so that it returns its feature pyramid.
 
-    The stride of every candidate feature map is measured by running the model once on a
-    `probe_size` x `probe_size` image of zeros (spatial sizes at build time may be unknown);
-    a map within one pixel of `probe_size / 2**k` has stride `2**k`. The tensors of
-    `model.pyramid_outputs` (if the model has one) are keyed by the stride they really have;
-    every level `k` in `[min_level, max_level]` still missing gets the last layer output, in
-    topological order, with stride `2**k`. The returned model shares its layers (and
-    weights) with `model`.
+    The stride of every candidate feature map is measured by running the model once on an
+    image of zeros; a map within one pixel of `size / 2**k` on both axes has stride `2**k`.
+    The tensors of `model.pyramid_outputs` (if the model has one) are keyed by the stride
+    they really have; every level `k` in `[min_level, max_level]` still missing gets the
+    last layer output, in topological order, with stride `2**k`. The returned model shares
+    its layers (and weights) with `model`.
 
     Args:
         model: a functional `keras.Model` taking one image tensor (channels last).
-        probe_size: int. Side of the probe image; must be a multiple of `2**max_level` and
-            large enough that squeeze-and-excite style 1x1 maps are not mistaken for a
-            level. Defaults to 128.
+        probe_size: int. Side of the square probe image when the model's input size is
+            unknown; a multiple of `2**max_level`, large enough that squeeze-and-excite
+            1x1 maps are not mistaken for a level. Defaults to 128. A model with a fixed
+            input size is probed at that size.
         min_level: int. Finest level to expose. Defaults to 0.
         max_level: int. Coarsest level to expose. Defaults to 5.
         name: str. Name of the returned model. Defaults to `model.name`.
+        reference: optional twin of `model` (same architecture, input size unknown) on
+            which the levels are measured instead, then taken from `model` by position.
+            Small fixed input sizes make strides ambiguous (a 1x1 map at a 32x32 input);
+            the twin's probe does not.
 
     Returns:
         A functional `keras.Model` with the same input and a dict output keyed `"Pk"`; the
@@ -102,41 +136,31 @@ def pyramid_model(model, probe_size=128, min_level=0, max_level=MAX_LEVEL, name=
         ValueError: if the model is not functional, has several inputs, or no layer of it
             reaches any stride in the requested range.
     """
-    if not hasattr(model, "inputs") or model.inputs is None or len(model.inputs) != 1:
-        raise ValueError(
-            "`model` must be a functional keras.Model with exactly one image input. "
-            f"Received: {type(model).__name__}"
-        )
+    for candidate in (model, reference):
+        if candidate is None:
+            continue
+        if not hasattr(candidate, "inputs") or not candidate.inputs or len(candidate.inputs) != 1:
+            raise ValueError(
+                "`model` must be a functional keras.Model with exactly one image input. "
+                f"Received: {type(candidate).__name__}"
+            )
     if probe_size % (2**max_level):
         raise ValueError(
             f"`probe_size` must be a multiple of 2**max_level={2**max_level}. "
             f"Received: probe_size={probe_size}"
         )
-    trusted = list((getattr(model, "pyramid_outputs", None) or {}).values())
-    candidates = trusted + _layer_outputs(model)
-    image_input = model.inputs[0]
-    probe_shape = [1, probe_size, probe_size, image_input.shape[-1]]
-    probe = keras.Model(image_input, candidates)
-    probe_outputs = probe(np.zeros(probe_shape, dtype="float32"))
-    if not isinstance(probe_outputs, (list, tuple)):
-        probe_outputs = [probe_outputs]
-
-    chosen, from_trusted = {}, set()
-    for index, (output, value) in enumerate(zip(candidates, probe_outputs, strict=True)):
-        level = _measured_level(value.shape[1], value.shape[2], probe_size)
-        if level is None or not min_level <= level <= max_level:
-            continue
-        if index < len(trusted):
-            chosen[level] = output
-            from_trusted.add(level)
-        elif level not in from_trusted:
-            chosen[level] = output  # later layers overwrite earlier ones at the same stride
-    if not chosen:
-        raise ValueError(
-            f"No layer of model '{model.name}' has an output stride between "
-            f"{2**min_level} and {2**max_level}."
-        )
-    outputs = {level_name(level): chosen[level] for level in sorted(chosen)}
-    wrapped = keras.Model(image_input, outputs, name=name or model.name)
+    measured = reference if reference is not None else model
+    _, height, width, channels = measured.inputs[0].shape
+    probe_shape = [1, height or probe_size, width or probe_size, channels]
+    chosen, measured_candidates = _choose_levels(measured, probe_shape, min_level, max_level)
+    if reference is None:
+        candidates = measured_candidates
+    else:
+        trusted = list((getattr(model, "pyramid_outputs", None) or {}).values())
+        candidates = trusted + _layer_outputs(model)
+        if len(candidates) != len(measured_candidates):
+            raise ValueError("`reference` must have the same architecture as `model`.")
+    outputs = {level_name(level): candidates[chosen[level]] for level in sorted(chosen)}
+    wrapped = keras.Model(model.inputs[0], outputs, name=name or model.name)
     wrapped.pyramid_outputs = outputs
     return wrapped

@@ -205,13 +205,14 @@ def export_run(model, run_dir, config, dataset, quantization=None):
     return report
 
 
-def train(config, run_dir=None, verbose="auto"):
+def train(config, run_dir=None, verbose="auto", callbacks=None):
     """Trains, evaluates, plots and exports the experiment `config` describes.
 
     Args:
         config: an `ExperimentConfig` (see `kcnn.training.config.load_config`).
         run_dir: folder for the run; defaults to `resolve_run_dir(config)`.
         verbose: Keras `fit` verbosity. Defaults to `"auto"` (a progress bar).
+        callbacks: extra `keras.callbacks.Callback`s for `fit`. Defaults to None.
 
     Returns:
         The run folder (`pathlib.Path`).
@@ -258,17 +259,18 @@ def train(config, run_dir=None, verbose="auto"):
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.runtime.jit_compile,
     )
-    callbacks = [
+    fit_callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / BACKUP), delete_checkpoint=True),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
+        *(callbacks or []),
     ]
     model.fit(
         train_data.repeat() if config.train.steps_per_epoch else train_data,
         validation_data=validation_data,
         epochs=config.train.epochs,
         steps_per_epoch=config.train.steps_per_epoch,
-        callbacks=callbacks,
+        callbacks=fit_callbacks,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=verbose,
     )
