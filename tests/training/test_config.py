@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kcnn.training.config import (
+    ExperimentConfig,
+    config_from_dict,
+    load_config,
+    save_config,
+)
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs_to_check():
+    assert {path.name for path in CONFIGS} >= {"default.yaml", "fashion_mnist.yaml", "digits.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)
+def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
+    config = load_config(path)
+    raw = yaml.safe_load(path.read_text())
+    assert config.name == raw["name"]
+    assert config.train.epochs == raw["train"]["epochs"]
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_overrides_are_parsed_as_yaml_values(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntrain: {epochs: 5}\n")
+    config = load_config(
+        path,
+        ["train.epochs=2", "model.backbone_args={filters: [8, 16]}", "data.path=null"],
+    )
+    assert config.train.epochs == 2
+    assert config.model.backbone_args == {"filters": [8, 16]}
+    assert config.data.path is None
+    assert config.train.learning_rate == ExperimentConfig().train.learning_rate
+
+
+def test_integers_are_accepted_for_float_fields():
+    config = config_from_dict({"train": {"learning_rate": 1}})
+    assert config.train.learning_rate == 1.0 and isinstance(config.train.learning_rate, float)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"train": {"epochz": 3}}, r"Unknown config key `train.epochz`"),
+        ({"colour": "red"}, r"Unknown config key `colour`"),
+        ({"train": {"epochs": "ten"}}, r"`train.epochs` must be of type int. Received: 'ten'"),
+        ({"train": {"epochs": True}}, r"`train.epochs` must be of type int"),
+        ({"train": {"epochs": 0}}, r"`train.epochs` must be positive. Received: 0"),
+        ({"train": {"optimizer": "rmsprop"}}, r"`train.optimizer` must be one of"),
+        ({"export": {"quantization": "int4"}}, r"`export.quantization` must be one of"),
+        ({"export": {"formats": ["onnx"]}}, r"`export.formats` must be one of"),
+        ({"data": {"validation_fraction": 1.5}}, r"`data.validation_fraction` must be in"),
+        ({"data": 3}, r"`data` must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(values, message):
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(values)
+
+
+def test_load_config_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Config file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: {epochz: 1}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: Unknown config key `train.epochz`"):
+        load_config(path)
+    with pytest.raises(ValueError, match="An override must look like key.subkey=value"):
+        load_config(path, ["train.epochs"])
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="must hold a mapping at the top level"):
+        load_config(path)
