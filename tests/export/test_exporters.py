@@ -60,5 +60,6 @@ def test_saved_model_export_replaces_the_folder_whole(model, images, tmp_path):
     (target / "stale.txt").write_text("old")
     export_saved_model(model, target)
     assert not (target / "stale.txt").exists()
-    served = tf.saved_model.load(str(target)).serve(images)
+    loaded = tf.saved_model.load(str(target))  # keep a reference: serve uses its variables
+    served = loaded.serve(images)
     np.testing.assert_allclose(served, model.predict(images, verbose=0), atol=1e-5)

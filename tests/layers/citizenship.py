@@ -1,0 +1,154 @@
+"""Checks every kcnn layer must pass to be a full Keras citizen.
+
+Each check builds what it needs from a `model_fn` (a zero-argument function returning a fresh
+functional model that uses the layer) and NumPy inputs, and compares against the plain Keras
+forward pass, so a layer test only states what is special about its layer.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def as_list(values):
+    return list(values) if isinstance(values, (list, tuple)) else [values]
+
+
+def predict(model, inputs):
+    return [np.asarray(value) for value in as_list(model(inputs, training=False))]
+
+
+def assert_all_close(actual, expected, atol):
+    actual, expected = as_list(actual), as_list(expected)
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=atol, rtol=0)
+
+
+def check_config_round_trip(layer):
+    """`from_config(get_config())` gives a layer with the same config."""
+    clone = layer.__class__.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def check_keras_file_round_trip(model, inputs, tmp_path, atol=1e-6):
+    """A `.keras` file reloads with no custom_objects and gives the same outputs."""
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert_all_close(predict(restored, inputs), predict(model, inputs), atol)
+
+
+def check_saved_model_round_trip(model, inputs, tmp_path, atol=1e-5):
+    """A SavedModel export serves the same outputs."""
+    path = str(tmp_path / "saved_model")
+    model.export(path, format="tf_saved_model", verbose=False)
+    loaded = tf.saved_model.load(path)  # keep a reference: serve uses its variables
+    served = loaded.serve(*[tf.constant(x) for x in as_list(inputs)])
+    assert_all_close(served, predict(model, inputs), atol)
+
+
+def check_jit_compile(model_fn, inputs, targets, atol=1e-5):
+    """`jit_compile=True` predicts like the eager model and can take a training step."""
+    model = model_fn()
+    expected = predict(model, inputs)
+    model.compile(optimizer="sgd", loss="mse", jit_compile=True)
+    actual = model.predict(inputs, verbose=0)
+    assert_all_close(actual, expected, atol)
+    loss = model.train_on_batch(inputs, targets)
+    assert np.all(np.isfinite(loss))
+
+
+def check_mixed_precision(model_fn, inputs, targets):
+    """Under `mixed_float16` the layer computes in float16, keeps float32 weights, trains."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = model_fn()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    outputs = as_list(model(inputs, training=False))
+    assert outputs[0].dtype == "float16"
+    assert all(weight.dtype == "float32" for weight in model.trainable_weights)
+    model.compile(optimizer="sgd", loss="mse")
+    assert np.isfinite(model.train_on_batch(inputs, targets))
+
+
+def tflite_outputs(model, inputs, tmp_path):
+    """Converts with TFLite builtin ops only and runs the stock LiteRT interpreter.
+
+    Conversion fails (and so does the test) if any op would need Flex or a custom op.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = str(tmp_path / "saved_model_for_tflite")
+    model.export(path, format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(path)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    flatbuffer = converter.convert()
+    interpreter = Interpreter(model_content=flatbuffer)
+    runner = interpreter.get_signature_runner("serving_default")
+    names = sorted(runner.get_input_details(), key=_output_position)
+    feeds = {name: np.asarray(x) for name, x in zip(names, as_list(inputs), strict=True)}
+    results = runner(**feeds)
+    return [results[name] for name in sorted(results, key=_output_position)], flatbuffer
+
+
+def _output_position(name):
+    digits = "".join(ch for ch in name.rsplit("_", 1)[-1] if ch.isdigit())
+    return (int(digits) if digits else 0, name)
+
+
+def check_tflite_builtins(model, inputs, tmp_path, atol=1e-5):
+    """A model with the layer converts with builtin ops only and matches Keras in LiteRT."""
+    outputs, flatbuffer = tflite_outputs(model, inputs, tmp_path)
+    assert b"Flex" not in flatbuffer
+    assert_all_close(outputs, predict(model, inputs), atol)
+
+
+MIRRORED_TEMPLATE = """
+import os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import numpy as np
+import tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+)
+import keras
+import kcnn
+{setup}
+
+def one_step(strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = model_fn()
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(inputs, targets, batch_size=len(targets), epochs=1, verbose=0, shuffle=False)
+    return [np.asarray(w) for w in model.get_weights()]
+
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert mirrored.num_replicas_in_sync == 2
+single = one_step(tf.distribute.OneDeviceStrategy("/cpu:0"))
+multi = one_step(mirrored)
+for a, b in zip(single, multi, strict=True):
+    np.testing.assert_allclose(a, b, atol={atol})
+print("MIRRORED_OK")
+"""
+
+
+def check_mirrored_strategy(setup, atol=1e-5):
+    """Trains one step with MirroredStrategy on 2 logical CPUs in a fresh process.
+
+    `setup` is Python source defining `model_fn()`, `inputs` and `targets` (global batch).
+    The updated weights must equal a one-device step on the same global batch.
+    """
+    script = MIRRORED_TEMPLATE.format(setup=textwrap.dedent(setup), atol=atol)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]
