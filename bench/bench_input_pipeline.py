@@ -2,8 +2,9 @@
 
 Both iterate one epoch of Fashion-MNIST (or digits, tiled to 60k, when it is not installed)
 in batches of 128 with seeded shuffling and random horizontal flips, as `configs/default.yaml`
-trains. The ratio kcnn / baseline should stay close to 1: the pipeline must not be what slows
-training down.
+trains. The baseline is the usual per-image `map` before `batch`; kcnn augments whole batches.
+A ratio kcnn / baseline below 1 means kcnn is faster: the pipeline must not be what slows
+training down on a 2-core machine, where it competes with the model for the same cores.
 
     python bench/bench_input_pipeline.py [--repeats 3]
 """

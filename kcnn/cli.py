@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 
 USAGE_EXAMPLES = """examples:
@@ -70,6 +71,8 @@ def _analyze(target):
 
 def main(argv=None):
     arguments = _parser().parse_args(argv)
+    # TensorFlow's C++ start-up INFO/WARNING lines bury the progress bar; errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from kcnn.export import ExportParityError
 
     try:

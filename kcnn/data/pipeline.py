@@ -49,22 +49,35 @@ def _check_same_length(images, other, other_name):
         )
 
 
-def _flip_translate(image, seed, translate):
-    """Random horizontal flip, then a random shift of up to 10% (reflect-pad + random crop).
+def _flip_translate(images, seed, translate):
+    """Random horizontal flip, then a random shift of up to 10% (reflect-pad + crop).
 
-    Stateless ops keyed by `seed`, so the result depends only on the seed.
+    Works on a whole batch `(B, H, W, C)` at once: one stateless draw per image, keyed by
+    `seed`, so the result depends only on the seed. Crops are two batched gathers rather
+    than one `random_crop` per image.
     """
-    flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    flip_seed, row_seed, column_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    batch = tf.shape(images)[0]
+    flips = tf.random.stateless_uniform([batch], flip_seed) < 0.5
+    images = tf.where(flips[:, tf.newaxis, tf.newaxis, tf.newaxis], tf.reverse(images, [2]), images)
     if translate:
-        height, width = image.shape[0], image.shape[1]
+        height, width = images.shape[1], images.shape[2]
         pad_height = math.ceil(TRANSLATE_FRACTION * height)
         pad_width = math.ceil(TRANSLATE_FRACTION * width)
         padded = tf.pad(
-            image, [[pad_height, pad_height], [pad_width, pad_width], [0, 0]], "REFLECT"
+            images, [[0, 0], [pad_height, pad_height], [pad_width, pad_width], [0, 0]], "REFLECT"
         )
-        image = tf.image.stateless_random_crop(padded, tf.shape(image), crop_seed)
-    return image
+        top = tf.random.stateless_uniform(
+            [batch], row_seed, maxval=2 * pad_height + 1, dtype=tf.int32
+        )
+        left = tf.random.stateless_uniform(
+            [batch], column_seed, maxval=2 * pad_width + 1, dtype=tf.int32
+        )
+        rows = top[:, tf.newaxis] + tf.range(height)[tf.newaxis]
+        columns = left[:, tf.newaxis] + tf.range(width)[tf.newaxis]
+        images = tf.gather(padded, rows, axis=1, batch_dims=1)
+        images = tf.gather(images, columns, axis=2, batch_dims=1)
+    return images
 
 
 def _to_unit_float(images):
@@ -74,21 +87,21 @@ def _to_unit_float(images):
 
 
 def _build(
-    elements, count, batch_size, shuffle, seed, element_augment, batch_map, drop_remainder, repeat
+    elements, count, batch_size, shuffle, seed, batch_augment, batch_map, drop_remainder, repeat
 ):
     dataset = tf.data.Dataset.from_tensor_slices(elements)
     if shuffle:
         dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    if element_augment is not None:
-        # One stateless seed pair per element; `rerandomize_each_iteration` gives each epoch new
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if batch_augment is not None:
+        # One stateless seed pair per batch; `rerandomize_each_iteration` gives each epoch new
         # (but reproducible) draws.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            element_augment, num_parallel_calls=tf.data.AUTOTUNE
+            batch_augment, num_parallel_calls=tf.data.AUTOTUNE
         )
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(batch_map, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -108,9 +121,10 @@ def make_dataset(
     Batches hold float32 images in `[0, 1]` (uint8 input is divided by 255; float
     input is passed through) and, if given, the labels unchanged.
 
-    Built-in augmentations run per image with stateless `tf.image` ops whose
-    seeds come from `tf.data.Dataset.random(seed)`, so the same `seed` gives the
-    same batches, while every epoch draws new transforms:
+    Built-in augmentations run on whole batches (an independent draw per image)
+    with stateless random ops whose seeds come from `tf.data.Dataset.random(seed)`,
+    one per batch, so the same `seed` gives the same batches, while every epoch
+    draws new transforms:
 
     - `"flip"`: random horizontal flip (probability 0.5).
     - `"flip_translate"`: the flip, then a random shift of up to 10% of the
@@ -156,12 +170,12 @@ def make_dataset(
         _check_same_length(images, labels, "labels")
         elements = (images, labels)
 
-    element_augment = None
+    batch_augment = None
     if isinstance(augment, str):
         translate = augment == "flip_translate"
 
-        def element_augment(element, seed_pair):
-            return (_flip_translate(element[0], seed_pair, translate),) + element[1:]
+        def batch_augment(batch, seed_pair):
+            return (_flip_translate(batch[0], seed_pair, translate),) + batch[1:]
 
     def batch_map(*batch):
         batch_images = _to_unit_float(batch[0])
@@ -175,7 +189,7 @@ def make_dataset(
         batch_size,
         shuffle,
         seed,
-        element_augment,
+        batch_augment,
         batch_map,
         drop_remainder,
         repeat,
@@ -242,12 +256,12 @@ def make_segmentation_dataset(
     batch_size = check_positive_int(batch_size, "batch_size")
     _check_augment(augment)
 
-    element_augment = None
+    batch_augment = None
     if isinstance(augment, str):
         translate = augment == "flip_translate"
 
-        def element_augment(element, seed_pair):
-            image, mask = element
+        def batch_augment(batch, seed_pair):
+            image, mask = batch
             # Float32 holds both uint8 pixels and class indices exactly, so the round trip is
             # lossless.
             stacked = tf.concat(
@@ -269,7 +283,7 @@ def make_segmentation_dataset(
         batch_size,
         shuffle,
         seed,
-        element_augment,
+        batch_augment,
         batch_map,
         drop_remainder,
         repeat,
