@@ -1,8 +1,9 @@
 """Forward + backward time of `PartialConv2D` against `keras.layers.Conv2D` of the same shape.
 
-Both layers run as `tf.function`s (graph and XLA `jit_compile=True` variants) in the same
-process, interleaved, and each time reported is the best of `--repeats` rounds of `--steps`
-steps. The ratio `PartialConv2D / Conv2D` is the number to watch; the target is <= 1.5.
+Gradients are taken for the weights and the image input. Both layers run as `tf.function`s
+(graph and XLA `jit_compile=True` variants) in the same process, interleaved, and each time
+reported is the best of `--repeats` rounds of `--steps` steps. The ratio
+`PartialConv2D / Conv2D` is the number to watch; the target is <= 1.5.
 
     python bench/bench_partial_conv2d.py --repeats 5
 """
@@ -23,17 +24,25 @@ from kcnn.layers import PartialConv2D  # noqa: E402
 TARGET_RATIO = 1.5
 
 
-def training_step(layer, inputs, jit_compile):
-    """A compiled function computing the layer's output and the gradients of its sum."""
+def training_step(layer, inputs, image, jit_compile):
+    """A compiled function computing the layer's output and the gradients of its sum.
+
+    Gradients are taken for the weights and for the image input, as in a layer inside a
+    network (the mask needs none).
+    """
 
     @tf.function(jit_compile=jit_compile)
     def step():
         with tf.GradientTape() as tape:
+            tape.watch(image)
             outputs = layer(inputs)
             if isinstance(outputs, list):
                 outputs = outputs[0]
             loss = tf.reduce_sum(outputs)
-        return tape.gradient(loss, layer.trainable_variables)
+        gradients = tape.gradient(loss, [image, *layer.trainable_variables])
+        # Returning the loss too keeps graph pruning from dropping the forward convolution,
+        # which the gradients of a linear layer do not need.
+        return [loss, *gradients]
 
     return step
 
@@ -56,8 +65,8 @@ def benchmark(batch, size, channels, filters, kernel_size, repeats, steps, hole_
     results = {}
     for jit_compile in (False, True):
         steps_by_name = {
-            "PartialConv2D": training_step(partial, [x, mask], jit_compile),
-            "Conv2D": training_step(conv, x, jit_compile),
+            "PartialConv2D": training_step(partial, [x, mask], x, jit_compile),
+            "Conv2D": training_step(conv, x, x, jit_compile),
         }
         best = {name: float("inf") for name in steps_by_name}
         for step in steps_by_name.values():
