@@ -140,9 +140,9 @@ def load_image_folder(directory, image_size=None, color_mode="rgb"):
 
     Example:
 
-    >>> images, labels, class_names = load_image_folder("flowers/", image_size=64)
-    >>> images.shape[1:], class_names[labels[0]]
-    ((64, 64, 3), 'daisy')
+        images, labels, class_names = load_image_folder("flowers/", image_size=64)
+        images.shape[1:], class_names[labels[0]]
+        # ((64, 64, 3), 'daisy')
     """
     directory = os.fspath(directory)
     if image_size is not None:
@@ -231,9 +231,9 @@ def load_segmentation_folders(image_dir, mask_dir, image_size=None):
 
     Example:
 
-    >>> images, masks = load_segmentation_folders("data/images", "data/masks", 128)
-    >>> images.shape[1:], masks.shape[1:]
-    ((128, 128, 3), (128, 128))
+        images, masks = load_segmentation_folders("data/images", "data/masks", 128)
+        images.shape[1:], masks.shape[1:]
+        # ((128, 128, 3), (128, 128))
     """
     image_dir, mask_dir = os.fspath(image_dir), os.fspath(mask_dir)
     if image_size is not None:
@@ -383,9 +383,9 @@ def load_coco_detection(annotation_file, image_dir, include_crowd=False):
 
     Example:
 
-    >>> data = load_coco_detection("coco/annotations.json", "coco/images")
-    >>> data["boxes"][0].shape, data["class_names"][0]
-    ((3, 4), 'background')
+        data = load_coco_detection("coco/annotations.json", "coco/images")
+        data["boxes"][0].shape, data["class_names"][0]
+        # ((3, 4), 'background')
     """
     annotation_file, image_dir = os.fspath(annotation_file), os.fspath(image_dir)
     if not os.path.isfile(annotation_file):

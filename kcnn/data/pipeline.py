@@ -155,6 +155,7 @@ def make_dataset(
 
     Example:
 
+    >>> from kcnn.data import load_digits
     >>> (x_train, y_train), _ = load_digits()
     >>> dataset = make_dataset(x_train, y_train, batch_size=64, shuffle=True, augment="flip")
     >>> images, labels = next(iter(dataset))
@@ -235,6 +236,7 @@ def make_segmentation_dataset(
 
     Example:
 
+    >>> from kcnn.data import make_shapes
     >>> data = make_shapes(64, image_size=64)
     >>> dataset = make_segmentation_dataset(data.images, data.masks, augment="flip_translate")
     >>> images, masks = next(iter(dataset))

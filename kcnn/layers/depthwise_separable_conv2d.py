@@ -92,6 +92,7 @@ class DepthwiseSeparableConv2D(layers.Layer):
 
     Example:
 
+    >>> import numpy as np
     >>> x = np.random.rand(2, 16, 16, 8).astype("float32")
     >>> block = DepthwiseSeparableConv2D(32, 3, strides=2)
     >>> block(x).shape

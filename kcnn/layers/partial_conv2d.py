@@ -95,6 +95,7 @@ class PartialConv2D(layers.Layer):
 
     Example:
 
+    >>> import numpy as np
     >>> x = np.random.rand(1, 8, 8, 3).astype("float32")
     >>> mask = np.ones((1, 8, 8, 1), "float32")
     >>> mask[:, 2:6, 2:6] = 0.0
