@@ -6,12 +6,13 @@ CONFIG ?= configs/default.yaml
 RUN ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup train train-fashion test lint evaluate export analyze help
+.PHONY: setup train train-segment train-fashion test lint evaluate export analyze help
 
 help:
 	@echo "make train          train the default experiment ($(CONFIG)), evaluate, plot, export"
 	@echo "make test           run the test suite"
 	@echo "make train-fashion  the Fashion-MNIST experiment that reaches >= 93% test accuracy"
+	@echo "make train-segment  U-Net segmentation of the built-in shapes scenes"
 	@echo "make evaluate RUN=runs/<name>   make export RUN=runs/<name>   make analyze CONFIG=..."
 	@echo "make lint           ruff check and format check"
 
@@ -20,6 +21,9 @@ setup:
 
 train: setup
 	$(KCNN) train $(CONFIG)
+
+train-segment: setup
+	$(KCNN) train configs/segment_unet.yaml
 
 train-fashion: setup
 	$(KCNN) train configs/fashion_mnist.yaml

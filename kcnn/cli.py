@@ -64,7 +64,7 @@ def _analyze(target):
         _, model = load_run(target)
     else:
         config = load_config(target)
-        dataset = load_data(config.data, seed=config.runtime.seed)
+        dataset = load_data(config.data, seed=config.runtime.seed, task=config.task)
         model = build_model(config, dataset.x_train.shape[1:], len(dataset.class_names))
     print(analyze(model).to_table())
 

@@ -23,8 +23,11 @@ from kcnn.data.photos import PHOTO_SOURCES, load_photo, load_photos
 from kcnn.data.pipeline import AUGMENTATIONS, make_dataset, make_segmentation_dataset
 from kcnn.data.registry import (
     CLASSIFICATION_DATASETS,
+    SEGMENTATION_DATASETS,
     ClassificationData,
+    SegmentationData,
     load_classification_data,
+    load_segmentation_data,
 )
 from kcnn.data.shapes import SHAPE_CLASSES, SHAPES_CLASS_NAMES, ShapesData, make_shapes
 
@@ -32,6 +35,8 @@ __all__ = [
     "AUGMENTATIONS",
     "CLASSIFICATION_DATASETS",
     "ClassificationData",
+    "SEGMENTATION_DATASETS",
+    "SegmentationData",
     "DEFAULT_FASHION_MNIST_DIR",
     "DIGITS_CLASSES",
     "FASHION_MNIST_CLASSES",
@@ -47,6 +52,7 @@ __all__ = [
     "load_image_folder",
     "load_photo",
     "load_photos",
+    "load_segmentation_data",
     "load_segmentation_folders",
     "make_dataset",
     "make_segmentation_dataset",

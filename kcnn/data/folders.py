@@ -71,12 +71,42 @@ def read_image(path, color_mode="rgb"):
     return array if array.ndim == 3 else array[..., np.newaxis]
 
 
-def _read_mask(path):
-    """Reads a class-index mask: palette, grey or 1-bit PNGs, or RGB with equal channels."""
+def _colors_to_indices(array, path, class_colors):
+    """Maps an RGB mask to class indices by exact colour; any other colour is an error."""
+    rgb = array[..., :3].astype(np.int64)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    palette = {(r << 16) | (g << 8) | b: index for index, (r, g, b) in enumerate(class_colors)}
+    unknown = np.setdiff1d(np.unique(codes), list(palette))
+    if unknown.size:
+        first = int(unknown[0])
+        colour = ((first >> 16) & 255, (first >> 8) & 255, first & 255)
+        raise ValueError(
+            f"Mask file '{path}' has colour {colour} that is not in `class_colors` "
+            f"({len(class_colors)} colours)."
+        )
+    lookup = np.zeros(int(codes.max()) + 1, dtype=np.uint8)
+    for code, index in palette.items():
+        if code < lookup.size:
+            lookup[code] = index
+    return lookup[codes]
+
+
+def _read_mask(path, class_colors=None, num_classes=None):
+    """Reads a class-index mask: palette, grey or 1-bit PNGs, or RGB with equal channels.
+
+    With `class_colors`, an RGB(A) mask is mapped to class indices by colour instead. With
+    `num_classes`, an index at or above it is an error naming the file.
+    """
     with _open_image(path) as image:
         array = np.asarray(image)
     if array.dtype == bool:
         array = array.astype(np.uint8)
+    if class_colors is not None:
+        if array.ndim != 3:
+            raise ValueError(
+                f"Mask file '{path}' is single-channel; `class_colors` expects RGB masks."
+            )
+        return _colors_to_indices(array, path, class_colors)
     if array.ndim == 3:
         if not np.all(array[..., :3] == array[..., :1]):
             raise ValueError(
@@ -88,6 +118,11 @@ def _read_mask(path):
         raise ValueError(
             f"Mask file '{path}' holds class indices outside [0, 255]: "
             f"min={array.min()}, max={array.max()}."
+        )
+    if num_classes is not None and array.size and array.max() >= num_classes:
+        raise ValueError(
+            f"Mask file '{path}' holds class index {array.max()}, but there are only "
+            f"{num_classes} classes (indices 0 to {num_classes - 1})."
         )
     return array.astype(np.uint8)
 
@@ -200,7 +235,9 @@ def _files_by_stem(directory, argument):
     return by_stem
 
 
-def load_segmentation_folders(image_dir, mask_dir, image_size=None):
+def load_segmentation_folders(
+    image_dir, mask_dir, image_size=None, class_colors=None, num_classes=None
+):
     """Loads a segmentation dataset from an image folder and a mask folder.
 
     Images and masks are paired by file stem (`image_dir/road_01.jpg` with
@@ -214,6 +251,11 @@ def load_segmentation_folders(image_dir, mask_dir, image_size=None):
         image_size: int, tuple `(height, width)` or None. Size to resize to
             (bilinear for images, nearest for masks). Defaults to `None`: keep the
             files' size, which must then be the same for all pairs.
+        class_colors: None or a sequence of `(r, g, b)` colours, one per class: masks are
+            RGB images painted in these colours (class k = `class_colors[k]`); any other
+            colour is an error naming the file. Defaults to `None` (index masks).
+        num_classes: None or int. With index masks, an index >= `num_classes` is an error
+            naming the file. Defaults to `None` (no check).
 
     Returns:
         `(images, masks)`: uint8 `(N, H, W, 3)` and uint8 `(N, H, W)`, in sorted
@@ -257,7 +299,7 @@ def load_segmentation_folders(image_dir, mask_dir, image_size=None):
     images, masks = [], []
     for stem in stems:
         image = read_image(image_files[stem])
-        mask = _read_mask(mask_files[stem])
+        mask = _read_mask(mask_files[stem], class_colors, num_classes)
         if mask.shape != image.shape[:2]:
             raise ValueError(
                 f"Mask file '{mask_files[stem]}' has size {mask.shape[0]}x{mask.shape[1]} (HxW) "

@@ -8,6 +8,12 @@ import tensorflow as tf
 from kcnn.data._validation import check_positive_int
 
 AUGMENTATIONS = ("flip", "flip_translate")
+# Segmentation also takes these: a random zoom-in (scale up to SCALE_RANGE, crop back) applied
+# to image and mask alike, and, with "_color", brightness / contrast jitter of the image only.
+SEGMENTATION_AUGMENTATIONS = AUGMENTATIONS + ("flip_scale", "flip_scale_color")
+SCALE_RANGE = (1.0, 1.25)
+BRIGHTNESS_DELTA = 0.1  # of the pixel range
+CONTRAST_RANGE = (0.8, 1.2)
 # Largest shift of "flip_translate", as a fraction of the image height and width.
 TRANSLATE_FRACTION = 0.1
 
@@ -32,13 +38,51 @@ def _check_images(images, argument="images"):
     return images
 
 
-def _check_augment(augment):
-    if augment is None or callable(augment) or augment in AUGMENTATIONS:
+def _check_augment(augment, allowed=AUGMENTATIONS):
+    if augment is None or callable(augment) or augment in allowed:
         return
     raise ValueError(
-        f"`augment` must be None, a callable, or one of {AUGMENTATIONS}. "
-        f"Received: augment={augment!r}"
+        f"`augment` must be None, a callable, or one of {allowed}. Received: augment={augment!r}"
     )
+
+
+def _scale_crop(stacked, seed):
+    """Zooms a batch in by one random factor in SCALE_RANGE and crops each image back to size
+    at its own random offset. The last channel is a mask: it is resized nearest-neighbour."""
+    height, width = stacked.shape[1], stacked.shape[2]
+    scale_seed, row_seed, column_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    factor = tf.random.stateless_uniform([], scale_seed, *SCALE_RANGE)
+    new_height = tf.cast(tf.math.ceil(factor * height), tf.int32)
+    new_width = tf.cast(tf.math.ceil(factor * width), tf.int32)
+    images = tf.image.resize(stacked[..., :-1], [new_height, new_width], "bilinear")
+    masks = tf.image.resize(stacked[..., -1:], [new_height, new_width], "nearest")
+    scaled = tf.concat([images, masks], axis=-1)
+    batch = tf.shape(stacked)[0]
+    top = tf.random.stateless_uniform(
+        [batch], row_seed, maxval=new_height - height + 1, dtype=tf.int32
+    )
+    left = tf.random.stateless_uniform(
+        [batch], column_seed, maxval=new_width - width + 1, dtype=tf.int32
+    )
+    rows = top[:, tf.newaxis] + tf.range(height)[tf.newaxis]
+    columns = left[:, tf.newaxis] + tf.range(width)[tf.newaxis]
+    cropped = tf.gather(scaled, rows, axis=1, batch_dims=1)
+    return tf.gather(cropped, columns, axis=2, batch_dims=1)
+
+
+def _color_jitter(images, seed, maximum):
+    """Per-image brightness shift and contrast change of images in [0, maximum], clipped."""
+    brightness_seed, contrast_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    batch = tf.shape(images)[0]
+    shift = (
+        tf.random.stateless_uniform(
+            [batch, 1, 1, 1], brightness_seed, -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA
+        )
+        * maximum
+    )
+    contrast = tf.random.stateless_uniform([batch, 1, 1, 1], contrast_seed, *CONTRAST_RANGE)
+    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value((images - mean) * contrast + mean + shift, 0.0, maximum)
 
 
 def _check_same_length(images, other, other_name):
@@ -220,8 +264,11 @@ def make_segmentation_dataset(
         batch_size: int. Defaults to `32`.
         shuffle: bool. Defaults to `False`.
         seed: int. Defaults to `0`.
-        augment: None, `"flip"`, `"flip_translate"`, or a callable mapping
-            `(images, masks)` batches (float32 `(B, H, W, C)`, int32
+        augment: None, `"flip"`, `"flip_translate"`, `"flip_scale"` (the flip,
+            then a random zoom-in by up to 25% and a random crop back to size,
+            masks resized nearest-neighbour), `"flip_scale_color"` (also a
+            brightness / contrast jitter of the image only), or a callable
+            mapping `(images, masks)` batches (float32 `(B, H, W, C)`, int32
             `(B, H, W)`) to augmented `(images, masks)`. Defaults to `None`.
         drop_remainder: bool. Defaults to `False`.
         repeat: bool. Defaults to `False`.
@@ -256,21 +303,35 @@ def make_segmentation_dataset(
             f"`masks` must hold integer class indices. Received: masks.dtype={masks.dtype}"
         )
     batch_size = check_positive_int(batch_size, "batch_size")
-    _check_augment(augment)
+    _check_augment(augment, SEGMENTATION_AUGMENTATIONS)
 
     batch_augment = None
     if isinstance(augment, str):
         translate = augment == "flip_translate"
+        scale = augment.startswith("flip_scale")
+        color = augment.endswith("_color")
 
         def batch_augment(batch, seed_pair):
             image, mask = batch
+            flip_seed, scale_seed, color_seed = tf.unstack(
+                tf.random.experimental.stateless_split(seed_pair, 3)
+            )
             # Float32 holds both uint8 pixels and class indices exactly, so the round trip is
             # lossless.
             stacked = tf.concat(
                 [tf.cast(image, tf.float32), tf.cast(mask, tf.float32)[..., tf.newaxis]], axis=-1
             )
-            stacked = _flip_translate(stacked, seed_pair, translate)
-            return tf.cast(stacked[..., :-1], image.dtype), tf.cast(stacked[..., -1], mask.dtype)
+            stacked = _flip_translate(stacked, flip_seed, translate)
+            if scale:
+                stacked = _scale_crop(stacked, scale_seed)
+            pixels = stacked[..., :-1]
+            if color:
+                pixels = _color_jitter(
+                    pixels, color_seed, 255.0 if image.dtype == tf.uint8 else 1.0
+                )
+            if image.dtype == tf.uint8:
+                pixels = tf.round(pixels)
+            return tf.cast(pixels, image.dtype), tf.cast(stacked[..., -1], mask.dtype)
 
     def batch_map(batch_images, batch_masks):
         batch_images = _to_unit_float(batch_images)

@@ -10,7 +10,8 @@ from kcnn.data._imaging import resize_image
 from kcnn.data._validation import check_test_fraction, normalize_image_size
 from kcnn.data.digits import DIGITS_CLASSES, load_digits
 from kcnn.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
-from kcnn.data.folders import load_image_folder
+from kcnn.data.folders import load_image_folder, load_segmentation_folders
+from kcnn.data.shapes import make_shapes
 
 
 @dataclasses.dataclass(eq=False)
@@ -126,12 +127,13 @@ def load_classification_data(name, **kwargs):
     >>> data.x_train.shape[1:], data.class_names[:3]
     ((8, 8, 1), ('0', '1', '2'))
     """
-    if name not in CLASSIFICATION_DATASETS:
-        raise ValueError(
-            f"Unknown classification dataset `name`={name!r}. Known names: "
-            f"{sorted(CLASSIFICATION_DATASETS)}"
-        )
-    builder = CLASSIFICATION_DATASETS[name]
+    return _load(CLASSIFICATION_DATASETS, "classification", ClassificationData, name, kwargs)
+
+
+def _load(registry, kind, data_class, name, kwargs):
+    if name not in registry:
+        raise ValueError(f"Unknown {kind} dataset `name`={name!r}. Known names: {sorted(registry)}")
+    builder = registry[name]
     parameters = inspect.signature(builder).parameters
     unknown = sorted(set(kwargs) - set(parameters))
     if unknown:
@@ -147,4 +149,73 @@ def load_classification_data(name, **kwargs):
     if missing:
         raise ValueError(f"Dataset {name!r} requires keyword argument(s) {missing}.")
     x_train, y_train, x_test, y_test, class_names = builder(**kwargs)
-    return ClassificationData(x_train, y_train, x_test, y_test, tuple(class_names), name)
+    return data_class(x_train, y_train, x_test, y_test, tuple(class_names), name)
+
+
+class SegmentationData(ClassificationData):
+    """A segmentation dataset split into train and test: `y_*` are uint8 masks `(N, H, W)`
+    of class indices into `class_names` (index 0 is usually the background)."""
+
+
+# Seeds of held-out `shapes` scenes are offset from the training seed by this much, so the
+# two splits never share a scene.
+TEST_SEED_OFFSET = 1_000_003
+
+
+def _shapes(train_count=600, test_count=150, image_size=64, seed=0, max_shapes=3):
+    train = make_shapes(train_count, image_size=image_size, seed=seed, max_shapes=max_shapes)
+    test = make_shapes(
+        test_count, image_size=image_size, seed=seed + TEST_SEED_OFFSET, max_shapes=max_shapes
+    )
+    return train.images, train.masks, test.images, test.masks, train.class_names
+
+
+def _segmentation_folders(
+    path,
+    mask_path,
+    class_names,
+    test_fraction=0.2,
+    image_size=None,
+    seed=0,
+    class_colors=None,
+):
+    images, masks = load_segmentation_folders(
+        path, mask_path, image_size, class_colors=class_colors, num_classes=len(class_names)
+    )
+    check_test_fraction(test_fraction)
+    order = np.random.default_rng(seed).permutation(len(images))
+    test_size = max(1, int(round(test_fraction * len(images))))
+    test, train = order[:test_size], order[test_size:]
+    return images[train], masks[train], images[test], masks[test], class_names
+
+
+SEGMENTATION_DATASETS = {
+    "shapes": _shapes,
+    "segmentation_folders": _segmentation_folders,
+}
+
+
+def load_segmentation_data(name, **kwargs):
+    """Loads a registered segmentation dataset by name.
+
+    | name                     | keyword arguments                                       |
+    |--------------------------|---------------------------------------------------------|
+    | `"shapes"`               | `train_count=600`, `test_count=150`, `image_size=64`,   |
+    |                          | `seed=0`, `max_shapes=3`; test scenes use another seed  |
+    | `"segmentation_folders"` | `path` (images), `mask_path`, `class_names` (required), |
+    |                          | `test_fraction=0.2`, `image_size`, `seed`,              |
+    |                          | `class_colors` (RGB masks; see                          |
+    |                          | `load_segmentation_folders`)                            |
+
+    Returns:
+        A `SegmentationData`.
+
+    Raises:
+        ValueError: for an unknown name or keyword argument (listing the accepted ones).
+
+    Example:
+    >>> data = load_segmentation_data("shapes", train_count=8, test_count=4, image_size=32)
+    >>> data.x_train.shape, data.y_test.shape, data.class_names[0]
+    ((8, 32, 32, 3), (4, 32, 32), 'background')
+    """
+    return _load(SEGMENTATION_DATASETS, "segmentation", SegmentationData, name, kwargs)

@@ -142,7 +142,8 @@ def parity_report(model, tflite_path, images, tolerance=1e-4, quantization="none
         "tolerance": tolerance,
         "file_bytes": int(tf.io.gfile.stat(str(tflite_path)).length),
     }
-    if expected.ndim == 2:
+    if expected.ndim >= 2:
+        # Share of images (classification) or pixels (segmentation) with the same top class.
         agreement = np.mean(expected.argmax(axis=-1) == actual.argmax(axis=-1))
         report["top1_agreement"] = float(agreement)
     report["passed"] = quantization != "none" or max_abs_error <= tolerance

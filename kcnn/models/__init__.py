@@ -1,1 +1,16 @@
-"""Architectures built on kcnn backbones; see `kcnn.tasks` for task heads."""
+"""Architectures built on kcnn backbones, registered by name (see `kcnn.models.registry`)."""
+
+from kcnn.models.fcn import FCN
+from kcnn.models.registry import MODELS, get_model_entry, model_names, register_model
+from kcnn.models.segnet import SegNet
+from kcnn.models.unet import UNet
+
+__all__ = [
+    "FCN",
+    "MODELS",
+    "SegNet",
+    "UNet",
+    "get_model_entry",
+    "model_names",
+    "register_model",
+]

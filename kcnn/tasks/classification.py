@@ -1,11 +1,17 @@
 """Image classification on any kcnn backbone."""
 
 import keras
+import numpy as np
 
 from kcnn.backbones import pyramid_features, sorted_levels
+from kcnn.models.registry import register_model
+from kcnn.viz import confusion_matrix, plot_confusion_matrix
 
 
-def build_classifier(backbone, num_classes, dropout=0.0, level=None, name="classifier"):
+@register_model("classifier", "classification", uses_backbone=True)
+def build_classifier(
+    backbone, num_classes, dropout=0.0, level=None, name="classifier", input_shape=None
+):
     """Puts a global-average-pooling classification head on a backbone.
 
     The head is the one of Network in Network (Lin et al. 2013, arXiv:1312.4400) and of
@@ -20,6 +26,8 @@ def build_classifier(backbone, num_classes, dropout=0.0, level=None, name="class
         level: str or None. Pyramid key to classify from, e.g. `"P3"`. Defaults to the
             coarsest level the backbone gives.
         name: str. Model name. Defaults to `"classifier"`.
+        input_shape: ignored (the backbone fixes it); accepted so every registry builder
+            takes the same keyword arguments.
 
     Returns:
         A functional `keras.Model` mapping images (floats in [0, 1]) to class
@@ -35,6 +43,7 @@ def build_classifier(backbone, num_classes, dropout=0.0, level=None, name="class
     >>> build_classifier(backbone, num_classes=10).output_shape
     (None, 10)
     """
+    del input_shape
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes}")
     if not 0.0 <= dropout < 1.0:
@@ -56,3 +65,51 @@ def build_classifier(backbone, num_classes, dropout=0.0, level=None, name="class
         num_classes, activation="softmax", dtype="float32", name="predictions"
     )(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+class ClassificationTask:
+    """What the training loop needs to know about image classification."""
+
+    name = "classification"
+    plots = ("confusion_matrix.png",)
+
+    def load_data(self, name, **kwargs):
+        from kcnn.data import load_classification_data
+
+        return load_classification_data(name, **kwargs)
+
+    def make_dataset(self, data, images, labels, batch_size, shuffle=False, seed=0, augment=None):
+        from kcnn.data import make_dataset
+
+        return make_dataset(
+            images, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
+        )
+
+    def loss(self, train_config):
+        return keras.losses.SparseCategoricalCrossentropy()
+
+    def metrics(self, num_classes, train_config):
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def evaluate(self, model, data, batch_size, train_config):
+        """Test accuracy, loss, per-class recall and the confusion-matrix figure."""
+        dataset = self.make_dataset(data, data.x_test, data.y_test, batch_size)
+        probabilities = model.predict(dataset, verbose=0)
+        predictions = probabilities.argmax(axis=-1)
+        labels = np.asarray(data.y_test)
+        matrix = confusion_matrix(labels, predictions, len(data.class_names))
+        recall = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+        picked = np.clip(probabilities[np.arange(labels.size), labels], 1e-7, 1.0)
+        metrics = {
+            "test_accuracy": float(np.mean(predictions == labels)),
+            "test_loss": float(-np.mean(np.log(picked))),
+            "test_samples": int(labels.size),
+            "per_class_recall": {
+                name: float(value) for name, value in zip(data.class_names, recall, strict=True)
+            },
+        }
+        figure = plot_confusion_matrix(matrix, data.class_names, title="test split")
+        return metrics, {"confusion_matrix.png": figure}
+
+    def summary(self, metrics):
+        return f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} images"

@@ -26,7 +26,7 @@ import yaml
 
 from kcnn.export.options import EXPORT_FORMATS, QUANTIZATIONS
 
-TASKS = ("classification",)
+TASKS = ("classification", "segmentation")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 
@@ -35,13 +35,15 @@ SCHEDULES = ("constant", "cosine")
 class DataConfig:
     """Where the data comes from and how it is batched.
 
-    `name` is a dataset of `kcnn.data` ("fashion_mnist", "digits", "image_folder"); when it
-    is not available on this machine and `fallback` names another, that one is used and
-    the run says so.
+    `name` is a dataset of `kcnn.data` for the task: "fashion_mnist", "digits",
+    "image_folder" (classification), "shapes", "segmentation_folders" (segmentation); `args`
+    are its own keyword arguments (e.g. `train_count` for shapes). When it is not available
+    on this machine and `fallback` names another, that one is used and the run says so.
     """
 
     name: str = "fashion_mnist"
     path: str | None = None
+    args: dict = dataclasses.field(default_factory=dict)
     fallback: str | None = None
     image_size: int | None = None
     batch_size: int = 128
@@ -52,8 +54,11 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
-    """The network: a backbone from `kcnn.backbones` and a classification head."""
+    """The network: a registered model (`kcnn.models.model_names()`) and, for the families
+    that sit on one, a backbone from `kcnn.backbones`. `args` go to the model builder."""
 
+    name: str = "classifier"
+    args: dict = dataclasses.field(default_factory=dict)
     backbone: str = "plain_cnn"
     backbone_args: dict = dataclasses.field(default_factory=dict)
     weights: str | None = None
@@ -62,7 +67,9 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Optimisation."""
+    """Optimisation. `loss` weights named losses of the task (segmentation:
+    `{"crossentropy": 1.0, "dice": 1.0}` by default; see `kcnn.tasks.losses`), and pixels
+    labelled `ignore_index` count in no loss or metric."""
 
     epochs: int = 10
     optimizer: str = "adam"
@@ -71,6 +78,8 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     steps_per_epoch: int | None = None
+    loss: dict | None = None
+    ignore_index: int | None = None
 
 
 @dataclasses.dataclass

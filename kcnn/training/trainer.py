@@ -8,7 +8,7 @@ A run folder holds everything a finished experiment produced:
       metrics.json         test-split metrics, data set, timing
       history.csv          per-epoch metrics (appended across a resumed run)
       curves.png           training curves
-      confusion_matrix.png
+      confusion_matrix.png (classification) / predictions.png (segmentation)
       logs/                TensorBoard logs
       saved_model/         TensorFlow SavedModel
       model.tflite         LiteRT flatbuffer, builtin ops only
@@ -20,6 +20,7 @@ the next run of the same experiment goes to `runs/<name>-2`, `-3`, ...
 """
 
 import csv
+import inspect
 import json
 import time
 from pathlib import Path
@@ -28,7 +29,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kcnn import data as kcnn_data
 from kcnn._files import atomic_path
 from kcnn.backbones import build_backbone
 from kcnn.export.exporters import (
@@ -37,9 +37,10 @@ from kcnn.export.exporters import (
     export_tflite,
     parity_report,
 )
-from kcnn.tasks import build_classifier
+from kcnn.models import get_model_entry
+from kcnn.tasks import TASKS
 from kcnn.training.config import load_config, save_config
-from kcnn.viz import confusion_matrix, plot_confusion_matrix, plot_training_curves, save_figure
+from kcnn.viz import plot_training_curves, save_figure
 
 BACKUP = "backup"
 FINISHED_MARKER = "metrics.json"
@@ -49,34 +50,39 @@ def _log(message):
     print(f"[kcnn] {message}", flush=True)
 
 
-def load_data(data_config, seed=0):
-    """Loads the classification data a config names, falling back when it is absent."""
-    arguments = {"seed": seed}
+def load_data(data_config, seed=0, task="classification"):
+    """Loads the data a config names for `task`, falling back when it is absent."""
+    arguments = {"seed": seed, **data_config.args}
     if data_config.path is not None:
         arguments["path"] = data_config.path
     if data_config.image_size is not None:
         arguments["image_size"] = data_config.image_size
+    handler = TASKS[task]
     try:
-        return kcnn_data.load_classification_data(data_config.name, **arguments)
+        return handler.load_data(data_config.name, **arguments)
     except FileNotFoundError as error:
         if not data_config.fallback:
             raise
         _log(f"{error}")
         _log(f"data set '{data_config.name}' is not available; using '{data_config.fallback}'")
-        return kcnn_data.load_classification_data(data_config.fallback, seed=seed)
+        return handler.load_data(data_config.fallback, seed=seed)
 
 
 def split_validation(images, labels, fraction, seed):
-    """Holds out a class-stratified `fraction` of the training split for validation."""
+    """Holds out `fraction` of the training split for validation: class-stratified for
+    image labels, a seeded random subset for masks."""
     if not fraction:
         return (images, labels), None
     rng = np.random.default_rng(seed)
-    held_out = []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        held_out.append(members[: int(round(fraction * members.size))])
-    held_out = np.sort(np.concatenate(held_out))
-    keep = np.setdiff1d(np.arange(labels.size), held_out)
+    if labels.ndim > 1:
+        held_out = np.sort(rng.permutation(len(labels))[: int(round(fraction * len(labels)))])
+    else:
+        held_out = []
+        for label in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == label))
+            held_out.append(members[: int(round(fraction * members.size))])
+        held_out = np.sort(np.concatenate(held_out))
+    keep = np.setdiff1d(np.arange(len(labels)), held_out)
     return (images[keep], labels[keep]), (images[held_out], labels[held_out])
 
 
@@ -124,39 +130,23 @@ def _write_json(path, values):
 
 
 def build_model(config, input_shape, num_classes):
-    """Builds the task model a config describes (not compiled)."""
-    backbone = build_backbone(
-        config.model.backbone,
-        input_shape=input_shape,
-        weights=config.model.weights,
-        **config.model.backbone_args,
-    )
-    return build_classifier(
-        backbone, num_classes, dropout=config.model.dropout, name=config.name.replace("-", "_")
-    )
-
-
-def _test_dataset(dataset, batch_size):
-    return kcnn_data.make_dataset(dataset.x_test, dataset.y_test, batch_size=batch_size)
-
-
-def evaluate_model(model, dataset, batch_size):
-    """Evaluates a classifier on the test split; returns metrics and the confusion matrix."""
-    probabilities = model.predict(_test_dataset(dataset, batch_size), verbose=0)
-    predictions = probabilities.argmax(axis=-1)
-    labels = np.asarray(dataset.y_test)
-    matrix = confusion_matrix(labels, predictions, len(dataset.class_names))
-    recall = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
-    picked = np.clip(probabilities[np.arange(labels.size), labels], 1e-7, 1.0)
-    metrics = {
-        "test_accuracy": float(np.mean(predictions == labels)),
-        "test_loss": float(-np.mean(np.log(picked))),
-        "test_samples": int(labels.size),
-        "per_class_recall": {
-            name: float(value) for name, value in zip(dataset.class_names, recall, strict=True)
-        },
-    }
-    return metrics, matrix
+    """Builds the model a config describes (not compiled), through the model registry."""
+    entry = get_model_entry(config.model.name, config.task)
+    parameters = inspect.signature(entry.builder).parameters
+    arguments = dict(config.model.args)
+    if "dropout" in parameters:
+        arguments.setdefault("dropout", config.model.dropout)
+    if "name" in parameters:
+        arguments.setdefault("name", config.name.replace("-", "_"))
+    if entry.uses_backbone:
+        backbone = build_backbone(
+            config.model.backbone,
+            input_shape=input_shape,
+            weights=config.model.weights,
+            **config.model.backbone_args,
+        )
+        return entry.builder(backbone, num_classes=num_classes, **arguments)
+    return entry.builder(input_shape=tuple(input_shape), num_classes=num_classes, **arguments)
 
 
 def _as_model_input(images):
@@ -228,7 +218,8 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    dataset = load_data(config.data, seed=config.runtime.seed)
+    task = TASKS[config.task]
+    dataset = load_data(config.data, seed=config.runtime.seed, task=config.task)
     (x_train, y_train), validation = split_validation(
         dataset.x_train, dataset.y_train, config.data.validation_fraction, config.runtime.seed
     )
@@ -239,24 +230,25 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
         f"{len(dataset.class_names)} classes"
     )
     batch_size = config.data.batch_size
-    train_data = kcnn_data.make_dataset(
+    train_data = task.make_dataset(
+        dataset,
         x_train,
         y_train,
-        batch_size=batch_size,
+        batch_size,
         shuffle=True,
         seed=config.runtime.seed,
         augment=config.data.augment,
     )
     validation_data = None
     if validation is not None:
-        validation_data = kcnn_data.make_dataset(*validation, batch_size=batch_size)
+        validation_data = task.make_dataset(dataset, *validation, batch_size)
 
     steps_per_epoch = config.train.steps_per_epoch or int(np.ceil(len(x_train) / batch_size))
     model = build_model(config, dataset.x_train.shape[1:], len(dataset.class_names))
     model.compile(
         optimizer=_optimizer(config.train, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=task.loss(config.train),
+        metrics=task.metrics(len(dataset.class_names), config.train),
         jit_compile=config.runtime.jit_compile,
     )
     fit_callbacks = [
@@ -276,15 +268,13 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
     )
     train_seconds = time.time() - started
 
-    metrics, matrix = evaluate_model(model, dataset, batch_size)
+    metrics, figures = task.evaluate(model, dataset, batch_size, config.train)
     with atomic_path(run_dir / "model.keras") as temporary:
         model.save(temporary)
     history = read_history(run_dir)
     save_figure(plot_training_curves(history, title=config.name), run_dir / "curves.png")
-    save_figure(
-        plot_confusion_matrix(matrix, dataset.class_names, title=f"{config.name}: test split"),
-        run_dir / "confusion_matrix.png",
-    )
+    for file_name, figure in figures.items():
+        save_figure(figure, run_dir / file_name)
     (run_dir / "class_names.json").write_text(json.dumps(list(dataset.class_names)))
 
     export_run(model, run_dir, config, dataset)
@@ -298,10 +288,7 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
         }
     )
     _write_json(run_dir / FINISHED_MARKER, metrics)
-    _log(
-        f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} images "
-        f"({metrics['total_seconds']:.0f} s)"
-    )
+    _log(f"{task.summary(metrics)} ({metrics['total_seconds']:.0f} s)")
     _log(f"wrote {run_dir}/: " + ", ".join(sorted(p.name for p in run_dir.iterdir())))
     return run_dir
 
@@ -319,8 +306,8 @@ def load_run(run_dir):
 def evaluate(run_dir):
     """Re-evaluates a finished run on its test split; writes and returns `evaluation.json`."""
     config, model = load_run(run_dir)
-    dataset = load_data(config.data, seed=config.runtime.seed)
-    metrics, _ = evaluate_model(model, dataset, config.data.batch_size)
+    dataset = load_data(config.data, seed=config.runtime.seed, task=config.task)
+    metrics, _ = TASKS[config.task].evaluate(model, dataset, config.data.batch_size, config.train)
     _write_json(Path(run_dir) / "evaluation.json", metrics)
     return metrics
 
@@ -328,5 +315,5 @@ def evaluate(run_dir):
 def export(run_dir, quantization=None):
     """Exports a finished run again (e.g. with another quantization)."""
     config, model = load_run(run_dir)
-    dataset = load_data(config.data, seed=config.runtime.seed)
+    dataset = load_data(config.data, seed=config.runtime.seed, task=config.task)
     return export_run(model, run_dir, config, dataset, quantization=quantization)

@@ -3,8 +3,15 @@
 from kcnn.viz.plots import (
     confusion_matrix,
     plot_confusion_matrix,
+    plot_segmentation_grid,
     plot_training_curves,
     save_figure,
 )
 
-__all__ = ["confusion_matrix", "plot_confusion_matrix", "plot_training_curves", "save_figure"]
+__all__ = [
+    "confusion_matrix",
+    "plot_confusion_matrix",
+    "plot_segmentation_grid",
+    "plot_training_curves",
+    "save_figure",
+]

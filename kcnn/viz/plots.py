@@ -102,3 +102,59 @@ def save_figure(figure, path, dpi=120):
     figure.savefig(path, dpi=dpi)
     plt.close(figure)
     return path
+
+
+def _colour_table(num_classes):
+    colours = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")(np.arange(num_classes))
+    colours = colours[:, :3]
+    colours[0] = 0.0  # background stays black in the overlay
+    return colours
+
+
+def plot_segmentation_grid(images, masks, predictions, class_names, max_rows=6, title=None):
+    """Rows of image / ground truth overlay / prediction overlay for segmentation results.
+
+    Args:
+        images: `(N, H, W, 3)` uint8 or float in [0, 1].
+        masks: `(N, H, W)` integer ground-truth classes.
+        predictions: `(N, H, W)` integer predicted classes.
+        class_names: sequence of K names (the legend).
+        max_rows: int. At most this many examples. Defaults to 6.
+        title: str or None.
+
+    Returns:
+        A matplotlib `Figure`.
+    """
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        images = images / 255.0
+    masks, predictions = np.asarray(masks), np.asarray(predictions)
+    if not masks.shape == predictions.shape == images.shape[:3]:
+        raise ValueError(
+            "`images`, `masks` and `predictions` must describe the same pixels. Received: "
+            f"{images.shape}, {masks.shape}, {predictions.shape}"
+        )
+    rows = min(max_rows, len(images))
+    colours = _colour_table(len(class_names))
+    figure, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
+    for row in range(rows):
+        panels = [
+            ("image", images[row]),
+            ("ground truth", 0.45 * images[row] + 0.55 * colours[masks[row]]),
+            ("prediction", 0.45 * images[row] + 0.55 * colours[predictions[row]]),
+        ]
+        for axis, (name, picture) in zip(axes[row], panels, strict=True):
+            axis.imshow(np.clip(picture, 0, 1))
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(name)
+    handles = [
+        plt.matplotlib.patches.Patch(color=colours[index], label=name)
+        for index, name in enumerate(class_names)
+    ]
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(class_names), 5))
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    return figure

@@ -168,3 +168,43 @@ def test_bad_arguments():
         ValueError, match=r"`batch_size` must be an int >= 1. Received: batch_size=0"
     ):
         make_dataset(images, batch_size=0)
+
+
+def _away_from_borders(masks, distance=2):
+    """Pixels whose neighbours up to `distance` away (4-connected) share their class."""
+    keep = np.ones_like(masks, dtype=bool)
+    for _ in range(distance):
+        grown = keep.copy()
+        for axis in (1, 2):
+            for step in (1, -1):
+                same = (np.roll(masks, step, axis=axis) == masks) & np.roll(keep, step, axis=axis)
+                grown &= same
+        keep = grown
+    keep[:, :distance] = keep[:, -distance:] = False
+    keep[:, :, :distance] = keep[:, :, -distance:] = False
+    return keep
+
+
+@pytest.mark.parametrize("augment", ["flip_scale", "flip_scale_color"])
+def test_segmentation_scale_and_colour_keep_masks_aligned(augment):
+    # Flat 8x8 blocks: away from block borders a pixel's colour names its class, whatever
+    # zoom and crop were applied, as long as image and mask moved together.
+    blocks = np.random.default_rng(5).integers(0, 5, (16, 4, 4))
+    masks = np.kron(blocks, np.ones((8, 8), dtype=np.int64)).astype(np.uint8)
+    palette = np.array([10, 60, 110, 160, 210], np.uint8)
+    images = np.repeat(palette[masks][..., None], 3, axis=-1)
+    x, m = collect(make_segmentation_dataset(images, masks, batch_size=8, augment=augment))
+    assert set(np.unique(m)) <= set(range(5))  # nearest-neighbour: no blended class ids
+    assert not np.array_equal(m, masks)
+    inside = _away_from_borders(m)
+    assert inside.mean() > 0.3
+    values = np.round(x[..., 0] * 255)
+    if augment == "flip_scale":
+        np.testing.assert_array_equal(values[inside], palette[m[inside]])
+        return
+    # Colour jitter changes the image only: within an image, one class keeps one colour.
+    for image_values, image_mask, image_inside in zip(values, m, inside, strict=True):
+        for label in np.unique(image_mask[image_inside]):
+            selected = image_values[(image_mask == label) & image_inside]
+            assert np.ptp(selected) <= 1
+    assert not np.allclose(values[inside], palette[m[inside]], atol=1)  # jitter did happen

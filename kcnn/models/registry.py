@@ -1,0 +1,55 @@
+"""Names -> model builders, so a config says `name: unet` and nothing else needs strings.
+
+Every builder takes `input_shape` and `num_classes` as keyword arguments (plus `backbone`, a
+kcnn backbone instance, for the families that sit on one) and its own keyword arguments, and
+returns a functional `keras.Model` ending in a float32 softmax: `(batch, num_classes)` for
+classification, `(batch, height, width, num_classes)` for segmentation.
+"""
+
+import dataclasses
+
+TASKS = ("classification", "segmentation")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    task: str
+    builder: object
+    uses_backbone: bool
+
+
+MODELS = {}
+
+
+def register_model(name, task, uses_backbone=False):
+    """Decorator adding a builder to `MODELS` under `name` for `task`."""
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}. Received: task={task!r}")
+
+    def decorator(builder):
+        if name in MODELS:
+            raise ValueError(f"A model named {name!r} is already registered.")
+        MODELS[name] = ModelEntry(name, task, builder, uses_backbone)
+        return builder
+
+    return decorator
+
+
+def model_names(task=None):
+    """Registered model names, for one task or all."""
+    return sorted(name for name, entry in MODELS.items() if task in (None, entry.task))
+
+
+def get_model_entry(name, task=None):
+    """Returns the `ModelEntry` of `name`, checking it serves `task` when given.
+
+    Raises:
+        ValueError: naming the unknown model and listing the known ones for the task.
+    """
+    entry = MODELS.get(name)
+    if entry is None or (task is not None and entry.task != task):
+        raise ValueError(
+            f"Unknown {task + ' ' if task else ''}model `name`={name!r}. Known: {model_names(task)}"
+        )
+    return entry

@@ -1,0 +1,105 @@
+"""Semantic segmentation: losses, metrics and evaluation of per-pixel classifiers."""
+
+import keras
+import numpy as np
+
+from kcnn.tasks.losses import segmentation_loss
+from kcnn.viz import confusion_matrix, plot_segmentation_grid
+
+DEFAULT_LOSS = {"crossentropy": 1.0, "dice": 1.0}
+
+
+def segmentation_scores(matrix, class_names):
+    """IoU, Dice/F1 per class, mean IoU and pixel accuracy from a confusion matrix.
+
+    IoU_k = TP / (TP + FP + FN) and Dice_k = 2 TP / (2 TP + FP + FN) (the PASCAL VOC and
+    Cityscapes definitions); the mean IoU averages the classes present in the ground truth
+    or the predictions (a class absent from both has no IoU and is left out).
+
+    Args:
+        matrix: (K, K) counts, rows = true class, columns = predicted class.
+        class_names: K names.
+
+    Returns:
+        dict with `mean_iou`, `pixel_accuracy`, `mean_dice`, `per_class_iou`,
+        `per_class_dice`.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    true_positive = np.diag(matrix)
+    false_positive = matrix.sum(axis=0) - true_positive
+    false_negative = matrix.sum(axis=1) - true_positive
+    union = true_positive + false_positive + false_negative
+    present = union > 0
+    iou = np.where(present, true_positive / np.maximum(union, 1), np.nan)
+    dice = np.where(
+        present,
+        2 * true_positive / np.maximum(2 * true_positive + false_positive + false_negative, 1),
+        np.nan,
+    )
+    return {
+        "mean_iou": float(np.nanmean(iou)),
+        "pixel_accuracy": float(true_positive.sum() / max(matrix.sum(), 1)),
+        "mean_dice": float(np.nanmean(dice)),
+        "per_class_iou": {n: float(v) for n, v in zip(class_names, iou, strict=True)},
+        "per_class_dice": {n: float(v) for n, v in zip(class_names, dice, strict=True)},
+    }
+
+
+class SegmentationTask:
+    """What the training loop needs to know about segmentation."""
+
+    name = "segmentation"
+    plots = ("predictions.png",)
+
+    def load_data(self, name, **kwargs):
+        from kcnn.data import load_segmentation_data
+
+        return load_segmentation_data(name, **kwargs)
+
+    def make_dataset(self, data, images, masks, batch_size, shuffle=False, seed=0, augment=None):
+        from kcnn.data import make_segmentation_dataset
+
+        return make_segmentation_dataset(
+            images, masks, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
+        )
+
+    def loss(self, train_config):
+        return segmentation_loss(train_config.loss or DEFAULT_LOSS, train_config.ignore_index)
+
+    def metrics(self, num_classes, train_config):
+        return [
+            keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
+            keras.metrics.MeanIoU(
+                num_classes,
+                name="mean_iou",
+                sparse_y_pred=False,
+                ignore_class=train_config.ignore_index,
+            ),
+        ]
+
+    def evaluate(self, model, data, batch_size, train_config):
+        dataset = self.make_dataset(data, data.x_test, data.y_test, batch_size)
+        predictions = model.predict(dataset, verbose=0).argmax(axis=-1)
+        labels = np.asarray(data.y_test, dtype=np.int64)
+        keep = np.ones_like(labels, dtype=bool)
+        if train_config.ignore_index is not None:
+            keep = labels != train_config.ignore_index
+        matrix = confusion_matrix(labels[keep], predictions[keep], len(data.class_names))
+        metrics = segmentation_scores(matrix, data.class_names)
+        metrics["test_images"] = int(labels.shape[0])
+        figures = {
+            "predictions.png": plot_segmentation_grid(
+                data.x_test[:6],
+                labels[:6],
+                predictions[:6],
+                data.class_names,
+                title="held-out images: ground truth and prediction",
+            )
+        }
+        return metrics, figures
+
+    def summary(self, metrics):
+        return (
+            f"test mean IoU {metrics['mean_iou']:.4f}, pixel accuracy "
+            f"{metrics['pixel_accuracy']:.4f} on {metrics['test_images']} images"
+        )
