@@ -3,6 +3,7 @@
 import keras
 
 from kcnn._serialization import register
+from kcnn.analysis import LayerGeometry, register_layer_analyzer
 from kcnn.layers._conv_utils import normalize_padding, normalize_tuple
 from kcnn.ops.argmax_pooling import max_pool_with_argmax, pooled_size
 
@@ -105,3 +106,9 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
             }
         )
         return config
+
+
+@register_layer_analyzer(MaxPoolingWithArgmax2D)
+def _analyze_max_pooling_with_argmax2d(layer, input_shapes, output_shapes):
+    """A pooling window: 0 MACs and the geometry of `MaxPooling2D`, for both outputs."""
+    return 0, LayerGeometry.sliding(layer.pool_size, layer.strides)

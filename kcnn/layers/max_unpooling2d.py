@@ -3,6 +3,7 @@
 import keras
 
 from kcnn._serialization import register
+from kcnn.analysis import LayerGeometry, register_layer_analyzer
 from kcnn.layers._conv_utils import normalize_padding, normalize_tuple
 from kcnn.ops.argmax_pooling import max_unpool, unpooled_size
 
@@ -134,3 +135,10 @@ class MaxUnpooling2D(keras.layers.Layer):
             }
         )
         return config
+
+
+@register_layer_analyzer(MaxUnpooling2D)
+def _analyze_max_unpooling2d(layer, input_shapes, output_shapes):
+    """0 MACs; each output copies at most one pooled value, so the receptive field is the
+    pooled one and the jump shrinks by the stride (the rule of nearest upsampling)."""
+    return 0, LayerGeometry.transpose(1, layer.strides)

@@ -1,5 +1,6 @@
 """Architectures built on kcnn backbones, registered by name (see `kcnn.models.registry`)."""
 
+from kcnn.models import classic  # noqa: F401  (registers LeNet-5 ... DeconvNet)
 from kcnn.models.fcn import FCN
 from kcnn.models.registry import MODELS, get_model_entry, model_names, register_model
 from kcnn.models.segnet import SegNet

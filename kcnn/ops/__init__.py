@@ -1,5 +1,16 @@
 """Functional kernels that kcnn layers call."""
 
 from kcnn.ops.argmax_pooling import max_pool_with_argmax, max_unpool
+from kcnn.ops.fractional_max_pool import (
+    fractional_max_pool,
+    pseudo_random_boundaries,
+    random_boundaries,
+)
 
-__all__ = ["max_pool_with_argmax", "max_unpool"]
+__all__ = [
+    "fractional_max_pool",
+    "max_pool_with_argmax",
+    "max_unpool",
+    "pseudo_random_boundaries",
+    "random_boundaries",
+]

@@ -62,7 +62,7 @@ class ModelConfig:
     backbone: str = "plain_cnn"
     backbone_args: dict = dataclasses.field(default_factory=dict)
     weights: str | None = None
-    dropout: float = 0.0
+    dropout: float | None = None
 
 
 @dataclasses.dataclass
@@ -130,7 +130,7 @@ class ExperimentConfig:
                 "`data.validation_fraction` must be in [0, 1). "
                 f"Received: {self.data.validation_fraction}"
             )
-        if not 0.0 <= self.model.dropout < 1.0:
+        if self.model.dropout is not None and not 0.0 <= self.model.dropout < 1.0:
             raise ValueError(f"`model.dropout` must be in [0, 1). Received: {self.model.dropout}")
         return self
 

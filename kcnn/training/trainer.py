@@ -134,7 +134,8 @@ def build_model(config, input_shape, num_classes):
     entry = get_model_entry(config.model.name, config.task)
     parameters = inspect.signature(entry.builder).parameters
     arguments = dict(config.model.args)
-    if "dropout" in parameters:
+    if "dropout" in parameters and config.model.dropout is not None:
+        # None keeps the architecture's own default (0.5 in AlexNet and VGG).
         arguments.setdefault("dropout", config.model.dropout)
     if "name" in parameters:
         arguments.setdefault("name", config.name.replace("-", "_"))

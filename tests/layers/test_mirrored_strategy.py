@@ -1,0 +1,36 @@
+"""One MirroredStrategy step through the deterministic layers of the classic networks.
+
+A single subprocess covers them all (each costs a TensorFlow start-up). Left out, because a
+mirrored step cannot equal a one-device step for them: `StochasticPooling2D` and
+`FractionalMaxPooling2D` draw different random numbers on each replica in training, and
+`ResidualBlock` / `BottleneckBlock` normalize with per-replica batch statistics.
+"""
+
+from . import citizenship
+
+
+def test_mirrored_strategy_matches_one_device():
+    citizenship.check_mirrored_strategy(
+        """
+        from kcnn.layers import (
+            BedOfNailsUpsampling2D,
+            InceptionModule,
+            LocalResponseNormalization,
+            SubmanifoldConv2D,
+        )
+
+        def model_fn():
+            image, mask = keras.Input((6, 6, 3)), keras.Input((6, 6, 1))
+            x, active = SubmanifoldConv2D(4, 3, activation="relu")([image, mask])
+            x = LocalResponseNormalization(1, 1.0, 0.1, 0.75)(x)
+            x = InceptionModule(2, 2, 3, 1, 2, 2)(x)
+            x = BedOfNailsUpsampling2D(2)(x)
+            outputs = keras.layers.Conv2D(2, 3, padding="same")(x)
+            return keras.Model([image, mask], outputs)
+
+        rng = np.random.default_rng(0)
+        mask = (rng.random((4, 6, 6, 1)) > 0.5).astype("float32")
+        inputs = [rng.standard_normal((4, 6, 6, 3)).astype("float32"), mask]
+        targets = rng.standard_normal((4, 12, 12, 2)).astype("float32")
+        """
+    )
