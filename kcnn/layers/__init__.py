@@ -2,6 +2,7 @@
 
 from kcnn.layers.bed_of_nails_upsampling2d import BedOfNailsUpsampling2D
 from kcnn.layers.bottleneck_block import BottleneckBlock
+from kcnn.layers.deformable_conv2d import DeformableConv2D
 from kcnn.layers.depthwise_separable_conv2d import DepthwiseSeparableConv2D
 from kcnn.layers.fractional_max_pooling2d import FractionalMaxPooling2D
 from kcnn.layers.inception_module import InceptionModule
@@ -16,6 +17,7 @@ from kcnn.layers.submanifold_conv2d import SubmanifoldConv2D
 __all__ = [
     "BedOfNailsUpsampling2D",
     "BottleneckBlock",
+    "DeformableConv2D",
     "DepthwiseSeparableConv2D",
     "FractionalMaxPooling2D",
     "InceptionModule",

@@ -1,6 +1,7 @@
 """Functional kernels that kcnn layers call."""
 
 from kcnn.ops.argmax_pooling import max_pool_with_argmax, max_unpool
+from kcnn.ops.deform_conv import deform_conv2d
 from kcnn.ops.fractional_max_pool import (
     fractional_max_pool,
     pseudo_random_boundaries,
@@ -8,6 +9,7 @@ from kcnn.ops.fractional_max_pool import (
 )
 
 __all__ = [
+    "deform_conv2d",
     "fractional_max_pool",
     "max_pool_with_argmax",
     "max_unpool",
