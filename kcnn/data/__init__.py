@@ -30,6 +30,7 @@ from kcnn.data.registry import (
     load_segmentation_data,
 )
 from kcnn.data.shapes import SHAPE_CLASSES, SHAPES_CLASS_NAMES, ShapesData, make_shapes
+from kcnn.data.subsets import per_class_subset
 
 __all__ = [
     "AUGMENTATIONS",
@@ -57,6 +58,7 @@ __all__ = [
     "make_dataset",
     "make_segmentation_dataset",
     "make_shapes",
+    "per_class_subset",
     "read_idx",
     "read_image",
 ]

@@ -1,0 +1,52 @@
+"""Small labelled subsets of a training split, for low-data and transfer-learning experiments."""
+
+import numpy as np
+
+from kcnn.data._validation import check_positive_int
+
+
+def per_class_subset(images, labels, count, seed=0):
+    """Keeps `count` images of every class, drawn at random with a fixed seed.
+
+    The same `seed` always keeps the same images, whatever else a run changes, so a
+    transferred model and a model trained from scratch can be compared on the very same
+    subset. The kept images stay in their original order.
+
+    Args:
+        images: array `(N, ...)`.
+        labels: int array `(N,)` of class indices.
+        count: int >= 1. Images to keep per class.
+        seed: int. Seed of the draw. Defaults to `0`.
+
+    Returns:
+        `(images, labels)` with `count` images of each class present in `labels`.
+
+    Raises:
+        ValueError: if `count` is not a positive int, `labels` is not one label per image,
+            or a class has fewer than `count` images (the message names the class).
+
+    Example:
+
+    >>> labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    >>> images, kept = per_class_subset(np.arange(7), labels, count=2)
+    >>> kept.tolist(), len(images)
+    ([0, 0, 1, 1], 4)
+    """
+    count = check_positive_int(count, "count")
+    images, labels = np.asarray(images), np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(
+            "`labels` must hold one class index per image. Received: "
+            f"labels.shape={labels.shape} for images.shape={images.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    kept = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if members.size < count:
+            raise ValueError(
+                f"Class {label} has {members.size} images, fewer than `count`={count}."
+            )
+        kept.append(rng.permutation(members)[:count])
+    kept = np.sort(np.concatenate(kept))
+    return images[kept], labels[kept]

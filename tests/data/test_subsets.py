@@ -1,0 +1,51 @@
+import re
+
+import numpy as np
+import pytest
+
+from kcnn.data import per_class_subset
+
+
+def labelled(counts):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    images = np.stack([np.full((2, 2, 1), index, dtype=np.int64) for index in range(labels.size)])
+    return images, labels
+
+
+def test_keeps_count_images_of_every_class_with_their_own_labels():
+    images, labels = labelled([5, 8, 12])
+    kept_images, kept_labels = per_class_subset(images, labels, count=4, seed=3)
+    assert np.bincount(kept_labels).tolist() == [4, 4, 4]
+    # Each kept image is an original image with its original label, in the original order.
+    indices = kept_images[:, 0, 0, 0]
+    assert np.all(np.diff(indices) > 0)
+    np.testing.assert_array_equal(labels[indices], kept_labels)
+
+
+def test_the_draw_depends_on_the_seed_only():
+    images, labels = labelled([20, 20])
+    first = per_class_subset(images, labels, 5, seed=0)[0]
+    np.testing.assert_array_equal(per_class_subset(images, labels, 5, seed=0)[0], first)
+    assert not np.array_equal(per_class_subset(images, labels, 5, seed=1)[0], first)
+
+
+@pytest.mark.parametrize(
+    "count, message",
+    [
+        (0, "`count` must be an int >= 1. Received: count=0"),
+        (2.5, "`count` must be an int >= 1. Received: count=2.5"),
+        (6, "Class 0 has 5 images, fewer than `count`=6."),
+    ],
+)
+def test_bad_counts_are_named(count, message):
+    images, labels = labelled([5, 8])
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        per_class_subset(images, labels, count)
+
+
+def test_labels_must_be_one_per_image():
+    images, labels = labelled([3, 3])
+    with pytest.raises(
+        ValueError, match=re.escape("labels.shape=(5,) for images.shape=(6, 2, 2, 1)")
+    ):
+        per_class_subset(images, labels[:5], 2)
