@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from kcnn.export.options import EXPORT_FORMATS, QUANTIZATIONS
+from kcnn.training.transfer import PRETRAINED_SUFFIXES, check_layer_selector
 
 TASKS = ("classification", "segmentation")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -39,6 +40,9 @@ class DataConfig:
     "image_folder" (classification), "shapes", "segmentation_folders" (segmentation); `args`
     are its own keyword arguments (e.g. `train_count` for shapes). When it is not available
     on this machine and `fallback` names another, that one is used and the run says so.
+    `train_per_class` keeps that many training images of each class (seeded by
+    `runtime.seed`), for low-data and transfer-learning experiments; the test split is kept
+    whole.
     """
 
     name: str = "fashion_mnist"
@@ -50,12 +54,23 @@ class DataConfig:
     validation_fraction: float = 0.1
     augment: str | None = None
     shuffle_buffer: int | None = None
+    train_per_class: int | None = None
 
 
 @dataclasses.dataclass
 class ModelConfig:
     """The network: a registered model (`kcnn.models.model_names()`) and, for the families
-    that sit on one, a backbone from `kcnn.backbones`. `args` go to the model builder."""
+    that sit on one, a backbone from `kcnn.backbones`. `args` go to the model builder.
+
+    `weights` loads the backbone alone (`kcnn.backbones.build_backbone`). Transfer learning
+    (`kcnn.training.transfer`) works on the whole model: `pretrained` names a local `.keras`
+    file (e.g. another run's `model.keras`), whose layers are copied into the model by name
+    where their shapes match, or a `.weights.h5` file, matched by position. The
+    classification head starts fresh unless `pretrained_head` is true (same classes:
+    fine-tuning an earlier run). `freeze` keeps part of the model fixed: `"backbone"`
+    (everything but the head), a pyramid level such as `"P3"` (the backbone up to that
+    level), or a list of layer-name prefixes.
+    """
 
     name: str = "classifier"
     args: dict = dataclasses.field(default_factory=dict)
@@ -63,6 +78,9 @@ class ModelConfig:
     backbone_args: dict = dataclasses.field(default_factory=dict)
     weights: str | None = None
     dropout: float | None = None
+    pretrained: str | None = None
+    pretrained_head: bool = False
+    freeze: str | list | None = None
 
 
 @dataclasses.dataclass
@@ -132,6 +150,16 @@ class ExperimentConfig:
             )
         if self.model.dropout is not None and not 0.0 <= self.model.dropout < 1.0:
             raise ValueError(f"`model.dropout` must be in [0, 1). Received: {self.model.dropout}")
+        if self.data.train_per_class is not None:
+            _positive("data.train_per_class", self.data.train_per_class)
+        pretrained = self.model.pretrained
+        if pretrained is not None and not pretrained.endswith(PRETRAINED_SUFFIXES):
+            raise ValueError(
+                "`model.pretrained` must be a local '.keras' model file or '.weights.h5' "
+                f"weights file. Received: {pretrained!r}"
+            )
+        if self.model.freeze is not None:
+            check_layer_selector(self.model.freeze, "model.freeze")
         return self
 
     def to_dict(self):

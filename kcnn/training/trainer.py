@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from kcnn._files import atomic_path
 from kcnn.backbones import build_backbone
+from kcnn.data import per_class_subset
 from kcnn.export.exporters import (
     ExportParityError,
     export_saved_model,
@@ -40,6 +41,7 @@ from kcnn.export.exporters import (
 from kcnn.models import get_model_entry
 from kcnn.tasks import TASKS
 from kcnn.training.config import load_config, save_config
+from kcnn.training.transfer import freeze, head_layers, load_pretrained
 from kcnn.viz import plot_training_curves, save_figure
 
 BACKUP = "backup"
@@ -51,7 +53,8 @@ def _log(message):
 
 
 def load_data(data_config, seed=0, task="classification"):
-    """Loads the data a config names for `task`, falling back when it is absent."""
+    """Loads the data a config names for `task`, falling back when it is absent, and keeps
+    `data_config.train_per_class` training images of each class when it is set."""
     arguments = {"seed": seed, **data_config.args}
     if data_config.path is not None:
         arguments["path"] = data_config.path
@@ -59,13 +62,23 @@ def load_data(data_config, seed=0, task="classification"):
         arguments["image_size"] = data_config.image_size
     handler = TASKS[task]
     try:
-        return handler.load_data(data_config.name, **arguments)
+        dataset = handler.load_data(data_config.name, **arguments)
     except FileNotFoundError as error:
         if not data_config.fallback:
             raise
         _log(f"{error}")
         _log(f"data set '{data_config.name}' is not available; using '{data_config.fallback}'")
-        return handler.load_data(data_config.fallback, seed=seed)
+        dataset = handler.load_data(data_config.fallback, seed=seed)
+    if data_config.train_per_class is not None:
+        if task != "classification":
+            raise ValueError(
+                "`data.train_per_class` keeps images per class label; it applies to "
+                f"classification only. Received task={task!r}"
+            )
+        dataset.x_train, dataset.y_train = per_class_subset(
+            dataset.x_train, dataset.y_train, data_config.train_per_class, seed=seed
+        )
+    return dataset
 
 
 def split_validation(images, labels, fraction, seed):
@@ -117,11 +130,19 @@ def resolve_run_dir(config):
 
 
 def read_history(run_dir):
-    """Reads `history.csv` of a run into {metric: [value per epoch]}."""
+    """Reads `history.csv` of a run into {metric: [value per epoch]}.
+
+    Keras's `CSVLogger` writes "NA" in the `val_` columns of a run without validation
+    data; such columns are left out.
+    """
     path = Path(run_dir) / "history.csv"
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
+    return {
+        key: [float(row[key]) for row in rows]
+        for key in rows[0]
+        if key != "epoch" and any(row[key] != "NA" for row in rows)
+    }
 
 
 def _write_json(path, values):
@@ -148,6 +169,35 @@ def build_model(config, input_shape, num_classes):
         )
         return entry.builder(backbone, num_classes=num_classes, **arguments)
     return entry.builder(input_shape=tuple(input_shape), num_classes=num_classes, **arguments)
+
+
+def apply_transfer(model, model_config):
+    """Loads `model_config.pretrained` into `model` and freezes `model_config.freeze`.
+
+    The classification head keeps its fresh weights unless `model_config.pretrained_head`.
+
+    Returns:
+        A dict for `metrics.json`: the checkpoint, the layers loaded, skipped and frozen.
+    """
+    record = {}
+    if model_config.pretrained is not None:
+        exclude = () if model_config.pretrained_head else head_layers(model)
+        report = load_pretrained(model, model_config.pretrained, exclude=exclude)
+        _log(f"pretrained: {report.summary()}")
+        record["pretrained"] = {
+            "path": report.path,
+            "loaded_layers": report.loaded,
+            "skipped_layers": report.skipped,
+        }
+    if model_config.freeze is not None:
+        record["frozen_layers"] = freeze(model, model_config.freeze)
+        trainable = int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+        _log(
+            f"frozen: {len(record['frozen_layers'])} layers ({model_config.freeze}); "
+            f"{trainable:,} of {model.count_params():,} parameters train"
+        )
+        record["trainable_params"] = trainable
+    return record
 
 
 def _as_model_input(images):
@@ -246,6 +296,7 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
 
     steps_per_epoch = config.train.steps_per_epoch or int(np.ceil(len(x_train) / batch_size))
     model = build_model(config, dataset.x_train.shape[1:], len(dataset.class_names))
+    transfer_record = apply_transfer(model, config.model)
     model.compile(
         optimizer=_optimizer(config.train, steps_per_epoch),
         loss=task.loss(config.train),
@@ -286,6 +337,7 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
             "train_seconds": round(train_seconds, 1),
             "total_seconds": round(time.time() - started, 1),
             "params": int(model.count_params()),
+            **transfer_record,
         }
     )
     _write_json(run_dir / FINISHED_MARKER, metrics)

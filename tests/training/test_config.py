@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,24 @@ def test_integers_are_accepted_for_float_fields():
         ({"export": {"formats": ["onnx"]}}, r"`export.formats` must be one of"),
         ({"data": {"validation_fraction": 1.5}}, r"`data.validation_fraction` must be in"),
         ({"data": 3}, r"`data` must be a mapping"),
+        ({"model": {"freezee": "P3"}}, r"Unknown config key `model.freezee`"),
+        (
+            {"model": {"pretrained": "runs/a/model.h5"}},
+            re.escape(
+                "`model.pretrained` must be a local '.keras' model file or '.weights.h5' "
+                "weights file. Received: 'runs/a/model.h5'"
+            ),
+        ),
+        (
+            {"model": {"freeze": "head"}},
+            re.escape(
+                '`model.freeze` must be "backbone", a pyramid level such as "P3", or a '
+                "non-empty list of layer-name prefixes. Received: model.freeze='head'"
+            ),
+        ),
+        ({"model": {"freeze": [1]}}, r"Received: model.freeze=\[1\]"),
+        ({"model": {"freeze": 3}}, r"`model.freeze` must be of type str or list or null"),
+        ({"data": {"train_per_class": 0}}, r"`data.train_per_class` must be positive"),
     ],
 )
 def test_bad_values_name_the_key(values, message):
@@ -77,3 +96,11 @@ def test_load_config_errors_name_the_file(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="must hold a mapping at the top level"):
         load_config(path)
+
+
+def test_transfer_keys_load():
+    for freeze in ("backbone", "P3", ["block1", "block2"]):
+        config = config_from_dict({"model": {"pretrained": "runs/a/model.keras", "freeze": freeze}})
+        assert config.model.freeze == freeze
+    config = config_from_dict({"model": {"pretrained": "b.weights.h5", "pretrained_head": True}})
+    assert config.model.pretrained_head and config.model.freeze is None
