@@ -1,5 +1,6 @@
-"""Configuration, the train / evaluate / export loop and transfer learning."""
+"""Configuration, the train / evaluate / export loop, transfer learning and auxiliary losses."""
 
+from kcnn.training.auxiliary import AuxiliaryLossModel, auxiliary_output_names, main_output_model
 from kcnn.training.config import ExperimentConfig, config_from_dict, load_config, save_config
 from kcnn.training.trainer import evaluate, export, load_run, resolve_run_dir, train
 from kcnn.training.transfer import (
@@ -12,8 +13,10 @@ from kcnn.training.transfer import (
 )
 
 __all__ = [
+    "AuxiliaryLossModel",
     "ExperimentConfig",
     "TransferReport",
+    "auxiliary_output_names",
     "config_from_dict",
     "evaluate",
     "export",
@@ -22,6 +25,7 @@ __all__ = [
     "load_config",
     "load_pretrained",
     "load_run",
+    "main_output_model",
     "replace_head",
     "resolve_run_dir",
     "save_config",

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from kcnn.export.options import EXPORT_FORMATS, QUANTIZATIONS
+from kcnn.models.classic.googlenet import AUX_LOSS_WEIGHT
 from kcnn.training.transfer import PRETRAINED_SUFFIXES, check_layer_selector
 
 TASKS = ("classification", "segmentation")
@@ -87,7 +88,9 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation. `loss` weights named losses of the task (segmentation:
     `{"crossentropy": 1.0, "dice": 1.0}` by default; see `kcnn.tasks.losses`), and pixels
-    labelled `ignore_index` count in no loss or metric."""
+    labelled `ignore_index` count in no loss or metric. A model with auxiliary classifiers
+    (GoogLeNet with `aux_heads: true`) adds their losses times `aux_loss_weight` while
+    training (see `kcnn.training.auxiliary`)."""
 
     epochs: int = 10
     optimizer: str = "adam"
@@ -98,6 +101,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     loss: dict | None = None
     ignore_index: int | None = None
+    aux_loss_weight: float = AUX_LOSS_WEIGHT
 
 
 @dataclasses.dataclass
@@ -152,6 +156,10 @@ class ExperimentConfig:
             raise ValueError(f"`model.dropout` must be in [0, 1). Received: {self.model.dropout}")
         if self.data.train_per_class is not None:
             _positive("data.train_per_class", self.data.train_per_class)
+        if self.train.aux_loss_weight < 0:
+            raise ValueError(
+                f"`train.aux_loss_weight` must be >= 0. Received: {self.train.aux_loss_weight}"
+            )
         pretrained = self.model.pretrained
         if pretrained is not None and not pretrained.endswith(PRETRAINED_SUFFIXES):
             raise ValueError(

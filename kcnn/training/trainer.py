@@ -40,6 +40,7 @@ from kcnn.export.exporters import (
 )
 from kcnn.models import get_model_entry
 from kcnn.tasks import TASKS
+from kcnn.training.auxiliary import AuxiliaryLossModel, auxiliary_output_names, main_output_model
 from kcnn.training.config import load_config, save_config
 from kcnn.training.transfer import freeze, head_layers, load_pretrained
 from kcnn.viz import plot_training_curves, save_figure
@@ -297,7 +298,17 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
     steps_per_epoch = config.train.steps_per_epoch or int(np.ceil(len(x_train) / batch_size))
     model = build_model(config, dataset.x_train.shape[1:], len(dataset.class_names))
     transfer_record = apply_transfer(model, config.model)
-    model.compile(
+    # Auxiliary classifiers (GoogLeNet) add to the loss in training only; evaluation, the
+    # saved model and the exports are the main output alone.
+    training_model = model
+    if auxiliary_output_names(model):
+        training_model = AuxiliaryLossModel(model, config.train.aux_loss_weight)
+        model = main_output_model(model)
+        _log(
+            f"auxiliary outputs {auxiliary_output_names(training_model.network)} add to the "
+            f"training loss with weight {config.train.aux_loss_weight}"
+        )
+    training_model.compile(
         optimizer=_optimizer(config.train, steps_per_epoch),
         loss=task.loss(config.train),
         metrics=task.metrics(len(dataset.class_names), config.train),
@@ -309,7 +320,7 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
         *(callbacks or []),
     ]
-    model.fit(
+    training_model.fit(
         train_data.repeat() if config.train.steps_per_epoch else train_data,
         validation_data=validation_data,
         epochs=config.train.epochs,

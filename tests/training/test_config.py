@@ -77,6 +77,7 @@ def test_integers_are_accepted_for_float_fields():
         ({"model": {"freeze": [1]}}, r"Received: model.freeze=\[1\]"),
         ({"model": {"freeze": 3}}, r"`model.freeze` must be of type str or list or null"),
         ({"data": {"train_per_class": 0}}, r"`data.train_per_class` must be positive"),
+        ({"train": {"aux_loss_weight": -0.3}}, r"`train.aux_loss_weight` must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key(values, message):
@@ -104,3 +105,4 @@ def test_transfer_keys_load():
         assert config.model.freeze == freeze
     config = config_from_dict({"model": {"pretrained": "b.weights.h5", "pretrained_head": True}})
     assert config.model.pretrained_head and config.model.freeze is None
+    assert ExperimentConfig().train.aux_loss_weight == 0.3
