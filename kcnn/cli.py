@@ -11,6 +11,7 @@ USAGE_EXAMPLES = """examples:
   kcnn evaluate runs/fashion_mnist
   kcnn export runs/fashion_mnist --quantization dynamic
   kcnn analyze configs/fashion_mnist.yaml
+  kcnn explain runs/fashion_mnist --image shirt.png --method gradcam --output gradcam.png
 """
 
 
@@ -50,6 +51,20 @@ def _parser():
         "analyze", help="per-layer params, MACs, receptive field of a config's model or a run"
     )
     analyze.add_argument("target", help="YAML experiment file or run folder")
+
+    explain = commands.add_parser(
+        "explain", help="draw what a trained classifier looks at in an image (PNG)"
+    )
+    explain.add_argument("run", help="run folder")
+    explain.add_argument("--image", required=True, help="PNG or JPEG file")
+    explain.add_argument(
+        "--method", choices=["saliency", "smoothgrad", "occlusion", "gradcam"], required=True
+    )
+    explain.add_argument("--output", required=True, help="PNG file to write")
+    explain.add_argument(
+        "--class-index", type=int, help="class to explain (default: the predicted class)"
+    )
+    explain.add_argument("--layer", help="Grad-CAM layer (default: the last conv layer)")
     return parser
 
 
@@ -92,6 +107,18 @@ def main(argv=None):
             print(json.dumps(export(arguments.run, arguments.quantization), indent=2))
         elif arguments.command == "analyze":
             _analyze(arguments.target)
+        elif arguments.command == "explain":
+            from kcnn.viz import explain_run
+
+            path = explain_run(
+                arguments.run,
+                arguments.image,
+                arguments.method,
+                arguments.output,
+                class_index=arguments.class_index,
+                layer_name=arguments.layer,
+            )
+            print(path)
     except (FileNotFoundError, ValueError) as error:
         print(f"kcnn {arguments.command}: error: {error}", file=sys.stderr)
         return 2

@@ -1,4 +1,7 @@
-"""Plots of a training run: learning curves and the confusion matrix."""
+"""Plots of results: learning curves, confusion matrix, segmentation, boxes, inpainting."""
+
+import os
+from pathlib import Path
 
 import matplotlib
 
@@ -12,16 +15,26 @@ def plot_training_curves(history, title=None):
     """Plots each metric of a Keras history against the epoch, train and validation together.
 
     Args:
-        history: a `keras.callbacks.History`, or a dict mapping metric names (`"loss"`,
-            `"val_loss"`, `"accuracy"`, ...) to one value per epoch.
-        title: str or None. Figure title.
+        history: a `keras.callbacks.History`, a dict mapping metric names (`"loss"`,
+            `"val_loss"`, `"accuracy"`, ...) to one value per epoch, or a kcnn run folder
+            (str or path; its `history.csv` is read).
+        title: str or None. Figure title. Defaults to the run folder's name for a folder.
 
     Returns:
         A matplotlib `Figure` with one panel per metric (the `val_` twin on the same panel).
 
     Raises:
+        FileNotFoundError: if a run folder has no `history.csv`.
         ValueError: if the history holds no metric.
     """
+    if isinstance(history, str | os.PathLike):
+        run_dir = Path(history)
+        if not (run_dir / "history.csv").is_file():
+            raise FileNotFoundError(f"{run_dir} has no history.csv: not a kcnn run folder.")
+        # Imported here: kcnn.training imports kcnn.viz.
+        from kcnn.training.trainer import read_history
+
+        history, title = read_history(run_dir), title or run_dir.name
     values = getattr(history, "history", history)
     names = [name for name in values if not name.startswith("val_") and name != "epoch"]
     names = names or [name[4:] for name in values if name.startswith("val_")]
@@ -104,6 +117,29 @@ def save_figure(figure, path, dpi=120):
     return path
 
 
+def _as_display(image):
+    """uint8 or float image `(H, W)`, `(H, W, 1)` or `(H, W, 3)` -> floats in [0, 1] for imshow."""
+    image = np.asarray(image)
+    image = image / 255.0 if image.dtype == np.uint8 else image.astype(np.float64)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
+        raise ValueError(
+            f"An image must be (H, W), (H, W, 1) or (H, W, 3). Received shape: {np.shape(image)}"
+        )
+    return np.clip(image, 0.0, 1.0)
+
+
+def show_image(axis, image, title=None):
+    """Draws a grey or RGB image (uint8, or float in [0, 1]) on `axis` without ticks."""
+    picture = _as_display(image)
+    axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0.0, vmax=1.0)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    if title is not None:
+        axis.set_title(title, fontsize=9)
+
+
 def _colour_table(num_classes):
     colours = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")(np.arange(num_classes))
     colours = colours[:, :3]
@@ -157,4 +193,108 @@ def plot_segmentation_grid(images, masks, predictions, class_names, max_rows=6, 
     if title:
         figure.suptitle(title)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
+    return figure
+
+
+def plot_boxes(image, boxes, labels, scores=None, class_names=None, title=None):
+    """Draws boxes with their class name (and score) on an image.
+
+    Args:
+        image: `(H, W)` or `(H, W, C)` array, uint8 or float in [0, 1].
+        boxes: `(N, 4)` pixel boxes `[x_min, y_min, x_max, y_max]` (what
+            `kcnn.data.load_coco_detection` returns).
+        labels: `(N,)` int class indices.
+        scores: `(N,)` floats or None (ground truth). Defaults to None.
+        class_names: sequence of names or None (the index is shown). Defaults to None.
+        title: str or None.
+
+    Returns:
+        A matplotlib `Figure`.
+
+    Raises:
+        ValueError: if boxes, labels and scores disagree in number, or a box is not (4,).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
+    labels = np.asarray(labels, dtype=np.int64).ravel()
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or len(labels) != len(boxes):
+        raise ValueError(
+            "`boxes` must be (N, 4) with one label each. Received: "
+            f"boxes.shape={boxes.shape} and {len(labels)} labels"
+        )
+    if scores is not None and len(scores) != len(boxes):
+        raise ValueError(
+            f"`scores` must have one value per box. Received: {len(scores)} scores and "
+            f"{len(boxes)} boxes"
+        )
+    image = np.asarray(image)
+    figure, axis = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+    show_image(axis, image)
+    colours = plt.get_cmap("tab10")(np.arange(10))
+    for index, ((x_min, y_min, x_max, y_max), label) in enumerate(zip(boxes, labels, strict=True)):
+        colour = colours[label % 10]
+        axis.add_patch(
+            plt.matplotlib.patches.Rectangle(
+                (x_min - 0.5, y_min - 0.5),
+                x_max - x_min,
+                y_max - y_min,
+                fill=False,
+                edgecolor=colour,
+                linewidth=2,
+            )
+        )
+        text = class_names[label] if class_names is not None else str(label)
+        if scores is not None:
+            text = f"{text} {scores[index]:.2f}"
+        axis.text(
+            x_min - 0.5,
+            y_min - 0.5,
+            text,
+            color="white",
+            fontsize=8,
+            va="bottom",
+            bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.0, "alpha": 0.85},
+        )
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_inpainting_grid(masked, output, composited, truth, max_rows=6, title=None):
+    """Rows of masked input / network output / output composited into the known pixels /
+    ground truth for image inpainting.
+
+    Args:
+        masked, output, composited, truth: `(N, H, W, C)` arrays of the same shape, uint8 or
+            float in [0, 1].
+        max_rows: int. At most this many examples. Defaults to 6.
+        title: str or None.
+
+    Returns:
+        A matplotlib `Figure`.
+
+    Raises:
+        ValueError: if the four arrays differ in shape.
+    """
+    columns = {
+        "masked input": np.asarray(masked),
+        "output": np.asarray(output),
+        "composited": np.asarray(composited),
+        "ground truth": np.asarray(truth),
+    }
+    shapes = {name: values.shape for name, values in columns.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(
+            "`masked`, `output`, `composited` and `truth` must have the same shape. "
+            f"Received: {shapes}"
+        )
+    rows = min(max_rows, len(columns["masked input"]))
+    figure, axes = plt.subplots(rows, 4, figsize=(9, 2.4 * rows), squeeze=False)
+    for row in range(rows):
+        for axis, (name, values) in zip(axes[row], columns.items(), strict=True):
+            show_image(axis, values[row], name if row == 0 else None)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
     return figure

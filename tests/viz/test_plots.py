@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 
-from kcnn.viz import confusion_matrix, plot_confusion_matrix, plot_training_curves, save_figure
+from kcnn.viz import (
+    confusion_matrix,
+    plot_boxes,
+    plot_confusion_matrix,
+    plot_inpainting_grid,
+    plot_training_curves,
+    save_figure,
+)
 
 
 def test_confusion_matrix_matches_scikit_learn():
@@ -40,3 +47,53 @@ def test_confusion_matrix_plot_shows_row_fractions():
     assert [text.get_text() for text in counts.axes[0].texts] == ["3", "1", "0", "4"]
     with pytest.raises(ValueError, match="`class_names` must have 2 entries"):
         plot_confusion_matrix(matrix, ["cat"])
+
+
+def test_training_curves_from_a_run_folder(tmp_path):
+    (tmp_path / "history.csv").write_text(
+        "epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.0,0.4,1.2\n1,0.8,0.6,0.7,0.9\n"
+    )
+    figure = plot_training_curves(tmp_path)
+    accuracy_axis, loss_axis = figure.axes
+    np.testing.assert_array_equal(loss_axis.lines[1].get_ydata(), [1.2, 0.9])
+    assert figure.texts[0].get_text() == tmp_path.name
+    with pytest.raises(FileNotFoundError, match="has no history.csv"):
+        plot_training_curves(tmp_path / "missing")
+
+
+def test_boxes_are_drawn_where_given_with_labels_and_scores(tmp_path):
+    image = np.zeros((40, 60, 3), np.uint8)
+    boxes = [[5, 10, 25, 30], [30, 2, 58, 20]]
+    figure = plot_boxes(image, boxes, [1, 2], [0.9, 0.456], ["background", "cat", "dog"])
+    rectangles = [p for p in figure.axes[0].patches if p.get_width() > 0]
+    assert [(r.get_x(), r.get_y(), r.get_width(), r.get_height()) for r in rectangles] == [
+        (4.5, 9.5, 20, 20),
+        (29.5, 1.5, 28, 18),
+    ]
+    assert [text.get_text() for text in figure.axes[0].texts] == ["cat 0.90", "dog 0.46"]
+    ground_truth = plot_boxes(image, boxes, [1, 2])
+    assert [text.get_text() for text in ground_truth.axes[0].texts] == ["1", "2"]
+    assert save_figure(figure, tmp_path / "boxes.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match=r"`boxes` must be \(N, 4\) with one label each"):
+        plot_boxes(image, boxes, [1])
+    with pytest.raises(ValueError, match="`scores` must have one value per box"):
+        plot_boxes(image, boxes, [1, 2], [0.5])
+
+
+def test_inpainting_grid_has_four_columns_in_order(tmp_path):
+    rng = np.random.default_rng(0)
+    truth, output = rng.random((2, 3, 8, 8, 3))
+    masked = truth * (rng.random((3, 8, 8, 1)) > 0.3)
+    composited = np.where(masked > 0, truth, output)
+    figure = plot_inpainting_grid(masked, output, composited, truth, max_rows=2)
+    assert len(figure.axes) == 8
+    assert [axis.get_title() for axis in figure.axes[:4]] == [
+        "masked input",
+        "output",
+        "composited",
+        "ground truth",
+    ]
+    np.testing.assert_allclose(figure.axes[5].images[0].get_array(), output[1])
+    assert save_figure(figure, tmp_path / "inpainting.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="must have the same shape"):
+        plot_inpainting_grid(masked, output[:2], composited, truth)
