@@ -5,14 +5,20 @@ KCNN := $(VENV)/bin/kcnn
 CONFIG ?= configs/default.yaml
 RUN ?=
 PYTEST_ARGS ?=
+# make transfer-demo: labelled digits per class, and seeds (each a transfer and a scratch run).
+PER_CLASS ?= 3
+SEEDS ?= 0
+PRETRAINED := runs/transfer_pretrain/model.keras
 
-.PHONY: setup train train-segment train-fashion test lint evaluate export analyze help
+.PHONY: setup train train-segment train-fashion transfer-demo notebooks test lint evaluate export analyze help
 
 help:
 	@echo "make train          train the default experiment ($(CONFIG)), evaluate, plot, export"
 	@echo "make test           run the test suite"
+	@echo "make notebooks      run every notebook (KCNN_NOTEBOOK_SMALL=1: the minute-long versions)"
 	@echo "make train-fashion  the Fashion-MNIST experiment that reaches >= 93% test accuracy"
 	@echo "make train-segment  U-Net segmentation of the built-in shapes scenes"
+	@echo "make transfer-demo  Fashion-MNIST features on a few digits, against training from scratch"
 	@echo "make evaluate RUN=runs/<name>   make export RUN=runs/<name>   make analyze CONFIG=..."
 	@echo "make lint           ruff check and format check"
 
@@ -27,6 +33,24 @@ train-segment: setup
 
 train-fashion: setup
 	$(KCNN) train configs/fashion_mnist.yaml
+
+# Pretrains once (skipped while $(PRETRAINED) exists), then trains each subset size and seed twice:
+# from the pretrained weights, and from scratch with everything else equal.
+transfer-demo: setup $(PRETRAINED)
+	@for n in $(PER_CLASS); do for seed in $(SEEDS); do \
+	  $(KCNN) train configs/transfer_digits.yaml -o data.train_per_class=$$n \
+	    -o runtime.seed=$$seed -o name=transfer_digits_$${n}_seed$$seed || exit 1; \
+	  $(KCNN) train configs/transfer_digits.yaml -o data.train_per_class=$$n \
+	    -o runtime.seed=$$seed -o name=digits_scratch_$${n}_seed$$seed \
+	    -o model.pretrained=null -o model.freeze=null || exit 1; \
+	done; done
+
+$(PRETRAINED):
+	$(KCNN) train configs/transfer_pretrain.yaml
+
+# Executes every notebook top to bottom; outputs are not written back (git keeps them stripped).
+notebooks: setup
+	$(VENV)/bin/jupyter-execute --timeout=3600 --kernel_name=python3 notebooks/*.ipynb
 
 test: setup
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
