@@ -1,5 +1,7 @@
-"""Every notebook runs top to bottom (small-size switch on) and its cells raise nothing."""
+"""Every notebook runs top to bottom (small-size switch on), its cells raise nothing, and the
+key numbers it prints say that it did what it describes."""
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -9,13 +11,67 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
+def _number(outputs, label):
+    """The first number printed after `label` (a regular expression)."""
+    match = re.search(label + r"\s*([-+0-9.e]+)", outputs)
+    assert match, f"no line matching {label!r} in the output:\n{outputs[-3000:]}"
+    return float(match.group(1).rstrip("."))
+
+
+def check_arithmetic_and_layers(outputs):
+    assert _number(outputs, "receptive field: analysis") == _number(
+        outputs, r"analysis \S+ measured"
+    )
+    assert _number(outputs, "separable / standard MACs:") == pytest.approx(
+        _number(outputs, r"1/N \+ 1/k\^2 ="), abs=1e-4
+    )
+    assert "hole shrinks as predicted: True" in outputs
+    assert "zeros elsewhere: True" in outputs
+    assert _number(outputs, r"max \|deformable - dilated conv\|:") < 1e-4
+    assert _number(outputs, r"max \|layer - function\|:") < 1e-5
+
+
+def check_classification(outputs):
+    assert _number(outputs, "test accuracy:") >= 0.8
+    assert _number(outputs, r"max \|x_adv - x\|:") <= 0.15 + 1e-6
+    flipped, random_flipped = _number(outputs, "fgsm flipped:"), _number(outputs, "random signs:")
+    assert flipped > 0.5 and flipped > 3 * random_flipped
+    before = _number(outputs, "mean activation of level1_conv2_act:")
+    assert _number(outputs, r"mean activation of level1_conv2_act: \S+ ->") > before
+
+
+def check_segmentation(outputs):
+    baseline = _number(outputs, "background everywhere: mean IoU")
+    for model in ("unet", "segnet"):
+        assert _number(outputs, f"{model} test mean IoU:") > baseline + 0.1
+        assert _number(outputs, f"{model} test mean IoU: \\S+ pixel accuracy:") > _number(
+            outputs, r"background everywhere: mean IoU \S+ pixel accuracy"
+        )
+
+
+CHECKS = {
+    "arithmetic_and_layers.ipynb": check_arithmetic_and_layers,
+    "classification.ipynb": check_classification,
+    "segmentation.ipynb": check_segmentation,
+}
+
+
 def test_there_are_notebooks():
     assert NOTEBOOKS
+
+
+def test_notebooks_are_stored_without_outputs():
+    for path in NOTEBOOKS:
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, path.name
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
 def test_notebook_runs(path, monkeypatch, tmp_path):
+    assert path.name in CHECKS, f"add a check of what {path.name} prints to CHECKS"
     monkeypatch.setenv("KCNN_NOTEBOOK_SMALL", "1")
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -28,5 +84,4 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
         if cell.cell_type == "code"
         for output in cell.get("outputs", [])
     )
-    accuracy = float(outputs.split("test accuracy: ")[1].split()[0])
-    assert accuracy >= 0.8, outputs[-2000:]
+    CHECKS[path.name](outputs)

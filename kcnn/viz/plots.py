@@ -5,7 +5,10 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # runs write PNG files; no display is needed or assumed
+# Runs write PNG files and need no display: Agg, unless a backend was chosen in MPLBACKEND
+# (Jupyter's kernel puts its inline backend there, so notebooks show the figures).
+if not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
