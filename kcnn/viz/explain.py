@@ -95,6 +95,8 @@ def _run(model, inputs, layer, captured, strip_softmax):
 
     def _call(operation, args, kwargs):
         if operation is output_layer and operation.activation is keras.activations.softmax:
+            # Keras has no "logits" output to ask for: run the last layer once without its
+            # softmax (restored below), so the class score is the softmax's input.
             operation.activation = keras.activations.linear
             try:
                 outputs = operation(*args, **kwargs)
@@ -431,6 +433,15 @@ def explain(model, image, method, class_index=None, layer_name=None):
 
     Raises:
         ValueError: for an unknown `method`, or what the method itself raises.
+
+    Example:
+    >>> import keras, numpy as np
+    >>> inputs = keras.Input((8, 8, 1))
+    >>> x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    >>> x = keras.layers.GlobalAveragePooling2D()(x)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    >>> explain(model, np.zeros((8, 8, 1), "float32"), "occlusion").shape
+    (8, 8)
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
@@ -532,6 +543,15 @@ def deep_dream(model, image, layer_name, steps=20, step_size=0.01, value_range=(
     Raises:
         ValueError: on an unknown layer, an image of the wrong shape, or a bad `steps` or
             `step_size`.
+
+    Example:
+    >>> import keras, numpy as np
+    >>> inputs = keras.Input((8, 8, 1))
+    >>> x = keras.layers.Conv2D(2, 3, activation="relu", name="conv")(inputs)
+    >>> model = keras.Model(inputs, x)
+    >>> image = np.full((8, 8, 1), 0.5, "float32")
+    >>> deep_dream(model, image, "conv", steps=3).shape
+    (8, 8, 1)
     """
     image = _check_image(model, image)
     layer = find_layer(model, layer_name)

@@ -126,6 +126,9 @@ def test_saliency_of_a_linear_softmax_model_is_the_class_weights():
     np.testing.assert_allclose(
         saliency_map(model, image), np.abs(weights[..., top]).max(axis=-1), rtol=1e-5
     )
+    # The same layers as a Sequential model.
+    sequential = keras.Sequential([keras.Input((3, 4, 2)), keras.layers.Flatten(), dense])
+    np.testing.assert_allclose(saliency_map(sequential, image, class_index=2), expected, rtol=1e-5)
 
 
 def test_grad_cam_matches_its_definition_inside_a_nested_model():
