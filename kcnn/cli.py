@@ -35,6 +35,14 @@ def _parser():
         help="replace one config value, e.g. train.epochs=3 (repeatable)",
     )
     train.add_argument("--run-dir", help="run folder (default: runs/<name>, never overwritten)")
+    train.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train with MultiWorkerMirroredStrategy on N local worker processes (TF_CONFIG "
+        "is set for each; worker 0 writes the run folder)",
+    )
 
     evaluate = commands.add_parser("evaluate", help="evaluate a finished run on its test split")
     evaluate.add_argument("run", help="run folder")
@@ -89,14 +97,28 @@ def main(argv=None):
     # TensorFlow's C++ start-up INFO/WARNING lines bury the progress bar; errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from kcnn.export import ExportParityError
+    from kcnn.training.checkpoint import TrainingDivergedError
+    from kcnn.training.distribute import is_chief
 
     try:
+        if arguments.command == "train" and arguments.workers is not None:
+            from kcnn.training import load_config
+            from kcnn.training.distribute import launch_workers
+
+            load_config(arguments.config, arguments.override)  # fail early, in one process
+            forwarded = ["train", arguments.config]
+            for override in arguments.override:
+                forwarded += ["--override", override]
+            if arguments.run_dir:
+                forwarded += ["--run-dir", arguments.run_dir]
+            return launch_workers(forwarded, arguments.workers)
         if arguments.command == "train":
             from kcnn.training import load_config, train
 
             config = load_config(arguments.config, arguments.override)
             run_dir = train(config, run_dir=arguments.run_dir)
-            print(f"run folder: {run_dir}")
+            if is_chief():
+                print(f"run folder: {run_dir}")
         elif arguments.command == "evaluate":
             from kcnn.training import evaluate
 
@@ -122,6 +144,9 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as error:
         print(f"kcnn {arguments.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as error:
+        print(f"kcnn {arguments.command}: error: {error}", file=sys.stderr)
+        return 1
     except ExportParityError as error:
         print(f"kcnn {arguments.command}: export failed the parity check: {error}", file=sys.stderr)
         return 1

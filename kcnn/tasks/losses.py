@@ -7,11 +7,24 @@ Cross-entropy is Keras's own `SparseCategoricalCrossentropy(ignore_class=...)`.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from kcnn._serialization import register
 
 SMOOTH = 1.0
+
+
+def _replica_share(value):
+    """A batch-level loss divided by the number of replicas in sync.
+
+    Keras divides the mean it reduces per-pixel losses to by the replica count, so that
+    the replicas' summed gradients are those of the global mean; a loss whose `call`
+    returns a scalar skips that reduction, so the scalar losses here do it themselves
+    (without it, 2 replicas would take twice the step of one device).
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return value / replicas if replicas > 1 else value
 
 
 def _prepare(y_true, y_pred, ignore_index):
@@ -77,9 +90,9 @@ class DiceLoss(_SummableLoss):
         total = ops.sum((one_hot + y_pred) * valid, axis=axes)
         dice = (2.0 * intersection + SMOOTH) / (total + SMOOTH)
         if self.class_weights is None:
-            return 1.0 - ops.mean(dice)
+            return _replica_share(1.0 - ops.mean(dice))
         weights = ops.convert_to_tensor(self.class_weights, "float32")
-        return 1.0 - ops.sum(dice * weights) / ops.sum(weights)
+        return _replica_share(1.0 - ops.sum(dice * weights) / ops.sum(weights))
 
     def get_config(self):
         config = super().get_config()
@@ -104,9 +117,9 @@ class JaccardLoss(DiceLoss):
         union = ops.sum((one_hot + y_pred) * valid, axis=axes) - intersection
         iou = (intersection + SMOOTH) / (union + SMOOTH)
         if self.class_weights is None:
-            return 1.0 - ops.mean(iou)
+            return _replica_share(1.0 - ops.mean(iou))
         weights = ops.convert_to_tensor(self.class_weights, "float32")
-        return 1.0 - ops.sum(iou * weights) / ops.sum(weights)
+        return _replica_share(1.0 - ops.sum(iou * weights) / ops.sum(weights))
 
 
 @register
@@ -131,7 +144,7 @@ class FocalLoss(_SummableLoss):
         one_hot, y_pred, valid = _prepare(y_true, y_pred, self.ignore_index)
         p_true = ops.clip(ops.sum(one_hot * y_pred, axis=-1, keepdims=True), 1e-7, 1.0)
         terms = -self.alpha * ops.power(1.0 - p_true, self.gamma) * ops.log(p_true) * valid
-        return ops.sum(terms) / ops.maximum(ops.sum(valid), 1.0)
+        return _replica_share(ops.sum(terms) / ops.maximum(ops.sum(valid), 1.0))
 
     def get_config(self):
         config = super().get_config()

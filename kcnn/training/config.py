@@ -30,6 +30,7 @@ from kcnn.training.transfer import PRETRAINED_SUFFIXES, check_layer_selector
 
 TASKS = ("classification", "segmentation")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -106,11 +107,29 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class RuntimeConfig:
-    """How the job runs (the `runtime` block of TF Model Garden)."""
+    """How the job runs (the `runtime` block of TF Model Garden).
+
+    `strategy` is one of "auto", "one_device", "mirrored", "multi_worker" and `devices`
+    lists the devices of "one_device" / "mirrored" (see `kcnn.training.distribute`; on a
+    CPU-only machine `["/cpu:0", "/cpu:1"]` splits the CPU into two logical devices).
+    `data.batch_size` is the global batch over all replicas. `mixed_precision` trains in
+    `mixed_float16`. `checkpoint_every_steps` saves a resumable checkpoint every so many
+    steps as well as at each epoch end, so a killed run loses at most that many steps.
+    `deterministic` makes TensorFlow's ops deterministic, so that a resumed run ends with
+    the weights of an uninterrupted one. `sync_batch_norm` makes every batch normalization
+    layer compute its statistics over the global batch (Keras's `synchronized=True`), so
+    that R replicas train exactly like one device; otherwise each replica normalises with
+    the statistics of its own B / R examples, as in the BN paper's multi-GPU practice.
+    """
 
     seed: int = 0
+    strategy: str = "auto"
+    devices: list = dataclasses.field(default_factory=list)
+    sync_batch_norm: bool = False
+    mixed_precision: bool = False
     jit_compile: bool = False
     deterministic: bool = False
+    checkpoint_every_steps: int | None = None
 
 
 @dataclasses.dataclass
@@ -142,6 +161,9 @@ class ExperimentConfig:
         _choice("train.optimizer", self.train.optimizer, OPTIMIZERS)
         _choice("train.schedule", self.train.schedule, SCHEDULES)
         _choice("export.quantization", self.export.quantization, QUANTIZATIONS)
+        _choice("runtime.strategy", self.runtime.strategy, STRATEGIES)
+        if self.runtime.checkpoint_every_steps is not None:
+            _positive("runtime.checkpoint_every_steps", self.runtime.checkpoint_every_steps)
         for export_format in self.export.formats:
             _choice("export.formats", export_format, EXPORT_FORMATS)
         _positive("data.batch_size", self.data.batch_size)

@@ -14,14 +14,22 @@ A run folder holds everything a finished experiment produced:
       model.tflite         LiteRT flatbuffer, builtin ops only
       export_report.json   Keras vs LiteRT parity on held-out samples
 
-A run that is interrupted keeps `backup/` (Keras `BackupAndRestore`); training the same
-config again resumes it from the last finished epoch. A finished run is never overwritten:
+A run that is interrupted (even by `kill -9`) keeps `backup/`, its last checkpoint, written
+atomically at each epoch end and every `runtime.checkpoint_every_steps` steps (see
+`kcnn.training.checkpoint`); training the same config again resumes from exactly the next
+batch, and with `runtime.deterministic: true` ends with the weights an uninterrupted run
+would have. A NaN or infinite loss stops the run with an error naming the step and keeps the
+last good checkpoint. A finished run is never overwritten:
 the next run of the same experiment goes to `runs/<name>-2`, `-3`, ...
 """
 
 import csv
+import hashlib
 import inspect
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +49,14 @@ from kcnn.export.exporters import (
 from kcnn.models import get_model_entry
 from kcnn.tasks import TASKS
 from kcnn.training.auxiliary import AuxiliaryLossModel, auxiliary_output_names, main_output_model
+from kcnn.training.checkpoint import (
+    StepCheckpoint,
+    StopOnNonFiniteLoss,
+    latest_checkpoint,
+    restore,
+)
 from kcnn.training.config import load_config, save_config
+from kcnn.training.distribute import is_chief, resolve_strategy
 from kcnn.training.transfer import freeze, head_layers, load_pretrained
 from kcnn.viz import plot_training_curves, save_figure
 
@@ -50,7 +65,8 @@ FINISHED_MARKER = "metrics.json"
 
 
 def _log(message):
-    print(f"[kcnn] {message}", flush=True)
+    prefix = os.environ.get("KCNN_WORKER_PREFIX", "")
+    print(f"{prefix}[kcnn] {message}", flush=True)
 
 
 def load_data(data_config, seed=0, task="classification"):
@@ -247,6 +263,126 @@ def export_run(model, run_dir, config, dataset, quantization=None):
     return report
 
 
+def _shard_by_data(dataset):
+    """Shards in-memory data across workers by element (there are no files to split)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def synchronize_batch_norm(model):
+    """Makes every `BatchNormalization` layer of `model` (nested ones too) compute its batch
+    statistics over all replicas. Returns the number of layers changed."""
+    changed = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+            layer.synchronized = True
+            changed += 1
+    return changed
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def _undistributed_copy(model):
+    """The trained model rebuilt outside the strategy, for evaluation and export."""
+    with tf.distribute.get_strategy().scope():
+        copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _logs_as_vectors(step):
+    def wrapped(data):
+        return {name: tf.reshape(value, [1]) for name, value in step(data).items()}
+
+    return wrapped
+
+
+def weights_fingerprint(model):
+    """SHA-256 of all weights' bytes: equal on every worker of a correct multi-worker run."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+def _fit(
+    model,
+    train_data,
+    validation_data,
+    config,
+    run_dir,
+    steps_per_epoch,
+    record,
+    callbacks,
+    verbose,
+    chief,
+):
+    """Runs `model.fit` from the step a checkpoint `record` names (or from the start).
+
+    A run resumed inside an epoch first finishes that epoch's remaining batches, then
+    runs the remaining epochs, on the same stream of batches an uninterrupted run sees.
+    `train_data` is a function returning a fresh endless dataset.
+    """
+    epochs = config.train.epochs
+    step = record["step"] if record else 0
+    epoch, batch = divmod(step, steps_per_epoch)
+    if record:
+        _log(f"resuming from step {step} (epoch {epoch + 1}, batch {batch})")
+    backup = run_dir / BACKUP
+    checkpoint = StepCheckpoint(
+        backup,
+        steps_per_epoch,
+        every_steps=config.runtime.checkpoint_every_steps,
+        write=chief,
+        delete_on_end=False,
+    )
+    # The NaN guard goes first: it raises before a bad step could be checkpointed.
+    shared = [StopOnNonFiniteLoss(steps_per_epoch, backup if chief else None), checkpoint]
+    if chief:
+        shared.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False))
+    phases = []
+    if batch and epoch < epochs:
+        phases.append((epoch, epoch + 1, steps_per_epoch - batch))
+        epoch += 1
+    if epoch < epochs:
+        phases.append((epoch, epochs, steps_per_epoch))
+    strategy = model.distribute_strategy
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras 3 builds a distributed model from a batch it averages across replicas with
+        # `strategy.reduce`, which fails under MultiWorkerMirroredStrategy with one device
+        # per worker ("Attempt to convert a value (PerReplica ...)"). Build it from one
+        # local batch instead, once, and skip Keras's own attempt.
+        with strategy.scope():
+            model._symbolic_build(data_batch=next(iter(train_data().take(1))))
+        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        # Its multi-worker "mean" of the logged values reduces along axis 0, which a scalar
+        # lacks: give it each value as a vector of one.
+        model.train_step = _logs_as_vectors(model.train_step)
+        model.test_step = _logs_as_vectors(model.test_step)
+    for first_epoch, end_epoch, steps in phases:
+        history_log = keras.callbacks.CSVLogger(
+            str(run_dir / "history.csv"), append=(run_dir / "history.csv").exists()
+        )
+        model.fit(
+            train_data().skip(first_epoch * steps_per_epoch + (steps_per_epoch - steps)),
+            validation_data=validation_data,
+            initial_epoch=first_epoch,
+            epochs=end_epoch,
+            steps_per_epoch=steps,
+            callbacks=[*shared, history_log, *(callbacks or [])],
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=verbose,
+        )
+    if chief:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
 def train(config, run_dir=None, verbose="auto", callbacks=None):
     """Trains, evaluates, plots and exports the experiment `config` describes.
 
@@ -260,15 +396,36 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
         The run folder (`pathlib.Path`).
     """
     started = time.time()
-    run_dir = Path(run_dir) if run_dir is not None else resolve_run_dir(config)
+    # The strategy first: splitting the CPU into logical devices must precede any op.
+    strategy = resolve_strategy(config.runtime)
+    chief = is_chief()
+    if chief:
+        run_dir = Path(run_dir) if run_dir is not None else resolve_run_dir(config)
+    else:
+        # Other workers train in step with the chief but write nothing the user keeps.
+        run_dir = Path(tempfile.mkdtemp(prefix="kcnn-worker-"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    resuming = (run_dir / BACKUP).exists()
+    resuming = latest_checkpoint(run_dir / BACKUP) is not None or (run_dir / BACKUP).exists()
     _log(f"run folder: {run_dir}" + (" (resuming)" if resuming else ""))
-    save_config(config, run_dir / "config.yaml")
+    if chief:
+        save_config(config, run_dir / "config.yaml")
+    if strategy.num_replicas_in_sync > 1 or config.runtime.strategy != "auto":
+        kind = (
+            "MultiWorkerMirroredStrategy"
+            if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            else type(strategy).__name__
+        )
+        _log(
+            f"strategy: {kind} with {strategy.num_replicas_in_sync} replica(s); "
+            f"global batch {config.data.batch_size}"
+        )
 
     keras.utils.set_random_seed(config.runtime.seed)
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
+    previous_policy = keras.config.dtype_policy()
+    if config.runtime.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
 
     task = TASKS[config.task]
     dataset = load_data(config.data, seed=config.runtime.seed, task=config.task)
@@ -282,53 +439,75 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
         f"{len(dataset.class_names)} classes"
     )
     batch_size = config.data.batch_size
-    train_data = task.make_dataset(
-        dataset,
-        x_train,
-        y_train,
-        batch_size,
-        shuffle=True,
-        seed=config.runtime.seed,
-        augment=config.data.augment,
-    )
+
+    # One endless, seeded stream of batches: epoch k is the k-th reshuffle. Each fit call
+    # gets a freshly built stream (a dataset object's reshuffle state advances with every
+    # iterator made from it), skipped to its first step: the position after `step` batches
+    # is the same in a resumed process as in an uninterrupted one.
+    def train_data():
+        data = task.make_dataset(
+            dataset,
+            x_train,
+            y_train,
+            batch_size,
+            shuffle=True,
+            seed=config.runtime.seed,
+            augment=config.data.augment,
+        ).repeat()
+        return _shard_by_data(data) if multi_worker else data
+
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     validation_data = None
     if validation is not None:
         validation_data = task.make_dataset(dataset, *validation, batch_size)
+    if multi_worker and validation_data is not None:
+        validation_data = _shard_by_data(validation_data)
 
     steps_per_epoch = config.train.steps_per_epoch or int(np.ceil(len(x_train) / batch_size))
-    model = build_model(config, dataset.x_train.shape[1:], len(dataset.class_names))
-    transfer_record = apply_transfer(model, config.model)
-    # Auxiliary classifiers (GoogLeNet) add to the loss in training only; evaluation, the
-    # saved model and the exports are the main output alone.
-    training_model = model
-    if auxiliary_output_names(model):
-        training_model = AuxiliaryLossModel(model, config.train.aux_loss_weight)
-        model = main_output_model(model)
-        _log(
-            f"auxiliary outputs {auxiliary_output_names(training_model.network)} add to the "
-            f"training loss with weight {config.train.aux_loss_weight}"
+    try:
+        with strategy.scope():
+            model = build_model(config, dataset.x_train.shape[1:], len(dataset.class_names))
+            if config.runtime.sync_batch_norm:
+                synchronize_batch_norm(model)
+            transfer_record = apply_transfer(model, config.model)
+            # Auxiliary classifiers (GoogLeNet) add to the loss in training only; evaluation,
+            # the saved model and the exports are the main output alone.
+            training_model = model
+            if auxiliary_output_names(model):
+                training_model = AuxiliaryLossModel(model, config.train.aux_loss_weight)
+                model = main_output_model(model)
+                _log(
+                    f"auxiliary outputs {auxiliary_output_names(training_model.network)} add "
+                    f"to the training loss with weight {config.train.aux_loss_weight}"
+                )
+            training_model.compile(
+                optimizer=_optimizer(config.train, steps_per_epoch),
+                loss=task.loss(config.train),
+                metrics=task.metrics(len(dataset.class_names), config.train),
+                jit_compile=config.runtime.jit_compile,
+            )
+            record = restore(training_model, run_dir / BACKUP)
+        _fit(
+            training_model,
+            train_data,
+            validation_data,
+            config,
+            run_dir,
+            steps_per_epoch,
+            record,
+            callbacks,
+            verbose,
+            chief,
         )
-    training_model.compile(
-        optimizer=_optimizer(config.train, steps_per_epoch),
-        loss=task.loss(config.train),
-        metrics=task.metrics(len(dataset.class_names), config.train),
-        jit_compile=config.runtime.jit_compile,
-    )
-    fit_callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / BACKUP), delete_checkpoint=True),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
-        *(callbacks or []),
-    ]
-    training_model.fit(
-        train_data.repeat() if config.train.steps_per_epoch else train_data,
-        validation_data=validation_data,
-        epochs=config.train.epochs,
-        steps_per_epoch=config.train.steps_per_epoch,
-        callbacks=fit_callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-        verbose=verbose,
-    )
+        if strategy is not tf.distribute.get_strategy():
+            model = _undistributed_copy(model)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    if not chief:
+        _log(f"final weights sha256: {weights_fingerprint(model)}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return run_dir
+    _log(f"final weights sha256: {weights_fingerprint(model)}")
     train_seconds = time.time() - started
 
     metrics, figures = task.evaluate(model, dataset, batch_size, config.train)

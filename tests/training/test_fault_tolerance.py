@@ -1,0 +1,129 @@
+"""A run killed with SIGKILL resumes to the very weights of an uninterrupted run; NaN stops.
+
+These tests run `kcnn train` in real processes: the kill is a real `kill -9`.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import yaml
+
+from kcnn.training.checkpoint import StepCheckpoint, latest_checkpoint, restore
+
+CONFIG = {
+    "name": "resume_test",
+    "task": "classification",
+    "data": {"name": "digits", "batch_size": 16, "validation_fraction": 0.1, "augment": "flip"},
+    "model": {
+        "backbone_args": {"filters": [8, 16], "convs_per_level": 1},
+        "dropout": 0.2,  # random state that must resume too
+    },
+    "train": {"epochs": 3, "learning_rate": 0.003},
+    "runtime": {"seed": 3, "deterministic": True, "checkpoint_every_steps": 7},
+    "export": {"formats": []},
+}
+# 1,293 training images / 16 = 81 steps per epoch: checkpoints at steps 7, 14, ... fall
+# inside epochs, and the epoch ends (81, 162) save too.
+
+
+def write_config(tmp_path, values):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+def kcnn(*arguments, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "kcnn.cli", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        **kwargs,
+    )
+
+
+def final_weights(run_dir):
+    model = keras.saving.load_model(run_dir / "model.keras")
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
+    config = write_config(tmp_path, CONFIG)
+    reference = kcnn("train", str(config), "--run-dir", str(tmp_path / "reference"))
+    victim_dir = tmp_path / "victim"
+    victim = kcnn("train", str(config), "--run-dir", str(victim_dir))
+    # Kill once a checkpoint inside the second epoch exists.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        record = latest_checkpoint(victim_dir / "backup") if victim_dir.exists() else None
+        if record and record["epoch"] == 1 and record["batch"] > 0:
+            break
+        assert victim.poll() is None, victim.stdout.read()
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (victim_dir / "model.keras").exists()
+    killed_at = latest_checkpoint(victim_dir / "backup")
+
+    resumed = kcnn("train", str(config), "--run-dir", str(victim_dir))
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    assert f"resuming from step {killed_at['step']}" in output or "resuming from step" in output
+    reference_output = reference.communicate(timeout=600)[0]
+    assert reference.returncode == 0, reference_output[-3000:]
+
+    for got, want in zip(
+        final_weights(victim_dir), final_weights(tmp_path / "reference"), strict=True
+    ):
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+    leftovers = [p for p in victim_dir.rglob("*") if p.name.startswith(".") or "tmp" in p.name]
+    assert not leftovers
+    assert not (victim_dir / "backup").exists()
+    history = (victim_dir / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    values = json.loads(json.dumps(CONFIG))
+    values["train"].update({"optimizer": "sgd", "learning_rate": 1.0e30, "schedule": "constant"})
+    values["runtime"]["checkpoint_every_steps"] = 1
+    values["model"]["dropout"] = 0.0
+    config = write_config(tmp_path, values)
+    run_dir = tmp_path / "run"
+    process = kcnn("train", str(config), "--run-dir", str(run_dir))
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode != 0
+    assert "The training loss became" in output and "at step" in output, output[-3000:]
+    step = int(output.split("at step ")[1].split(" ")[0])
+    record = latest_checkpoint(run_dir / "backup")
+    assert record["step"] == step - 1  # the step before the loss went bad
+    assert not (run_dir / "model.keras").exists()
+
+
+def test_checkpoint_pointer_only_names_complete_checkpoints(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
+    checkpoint = StepCheckpoint(tmp_path / "backup", steps_per_epoch=4, every_steps=1)
+    checkpoint.set_model(model)
+    checkpoint.save(1)
+    saved = [np.asarray(w) for w in model.get_weights()]
+    # What a kill in the middle of the next save leaves: a temporary folder, no new pointer.
+    (tmp_path / "backup" / ".step-00000002.abc").mkdir()
+    (tmp_path / "backup" / ".step-00000002.abc" / "state.weights.h5").write_bytes(b"\0" * 10)
+    model.set_weights([w + 1.0 for w in saved])
+    record = restore(model, tmp_path / "backup")
+    assert record == {"step": 1, "epoch": 0, "batch": 1, "folder": "step-00000001"}
+    for got, want in zip(model.get_weights(), saved, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == [
+        "latest.json",
+        "step-00000001",
+    ]
