@@ -184,3 +184,18 @@ def test_validation_split_is_stratified_and_disjoint():
     assert np.intersect1d(train_images, held_images).size == 0
     assert np.sort(np.concatenate([train_images, held_images])).tolist() == images.tolist()
     assert split_validation(images, labels, 0.0, seed=0)[1] is None
+
+
+def test_mixed_precision_trains_in_float16_and_restores_the_policy(tmp_path):
+    config = digits_config(tmp_path, epochs=5)
+    config.runtime.mixed_precision = True
+    config.export.formats = []
+    before = keras.config.dtype_policy().name
+    run_dir = train(config, verbose=0)
+    assert keras.config.dtype_policy().name == before
+    model = keras.saving.load_model(run_dir / "model.keras")
+    convolutions = [layer for layer in model._flatten_layers() if "conv" in layer.name]
+    assert convolutions and all(
+        layer.dtype_policy.name == "mixed_float16" for layer in convolutions
+    )
+    assert json.loads((run_dir / "metrics.json").read_text())["test_accuracy"] > 0.5
