@@ -6,7 +6,7 @@ from keras import layers, ops
 from kcnn._serialization import register
 from kcnn.analysis import LayerGeometry, register_layer_analyzer
 from kcnn.layers._conv_utils import check_positive_int, normalize_tuple
-from kcnn.ops.deform_conv import deform_conv2d, deform_output_size
+from kcnn.ops.deform_conv import deform_conv2d, deform_output_size, normalize_deform_padding
 
 
 @register
@@ -122,7 +122,7 @@ class DeformableConv2D(layers.Layer):
         self.filters = check_positive_int(filters, "filters")
         self.kernel_size = normalize_tuple(kernel_size, 2, "kernel_size")
         self.strides = normalize_tuple(strides, 2, "strides")
-        self.padding = _normalize_padding(padding)
+        self.padding = normalize_deform_padding(padding)
         self.dilation_rate = normalize_tuple(dilation_rate, 2, "dilation_rate")
         self.offset_groups = check_positive_int(offset_groups, "offset_groups")
         self.modulated = bool(modulated)
@@ -328,22 +328,6 @@ class DeformableConv2D(layers.Layer):
                     f"(offset_groups={self.offset_groups}, kernel_size={self.kernel_size}). "
                     f"Received: {name}.shape={shape}"
                 )
-
-
-def _normalize_padding(padding):
-    if isinstance(padding, str) and padding.lower() in ("valid", "same"):
-        return padding.lower()
-    if not isinstance(padding, str):
-        try:
-            pads = normalize_tuple(padding, 2, "padding", allow_zero=True)
-        except ValueError:
-            pads = None
-        if pads is not None:
-            return ((pads[0], pads[0]), (pads[1], pads[1]))
-    raise ValueError(
-        '`padding` must be "valid", "same", a non-negative int or a tuple of 2 non-negative '
-        f"ints. Received: padding={padding!r}"
-    )
 
 
 def _is_single_shape(value):

@@ -58,8 +58,12 @@ def deform_output_size(size, kernel, stride, pad_total, dilation):
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _normalize_padding(padding):
-    """Returns "same", "valid" or explicit ((top, bottom), (left, right))."""
+def normalize_deform_padding(padding):
+    """Returns "same", "valid" or explicit ((top, bottom), (left, right)).
+
+    Accepts "valid" / "same" (any case), an int or `(pad_h, pad_w)` of zeros on both sides
+    (torchvision's `padding`), or `((top, bottom), (left, right))`.
+    """
     if isinstance(padding, str):
         if padding.lower() in ("valid", "same"):
             return padding.lower()
@@ -293,8 +297,17 @@ def _convolve_forward(inputs, offsets, mask, kernel, config):
     return outputs, flat, geometry
 
 
-def _convolve_backward(inputs, kernel, flat_columns, geometry, output_gradient, with_mask,
-                       offsets_dtype, mask_dtype, config):
+def _convolve_backward(
+    inputs,
+    kernel,
+    flat_columns,
+    geometry,
+    output_gradient,
+    with_mask,
+    offsets_dtype,
+    mask_dtype,
+    config,
+):
     """Gradients of `_convolve_forward` for inputs, offsets, mask and kernel."""
     flat_gradient = tf.reshape(output_gradient, [-1, kernel.shape[3]])
     flat_kernel = tf.reshape(kernel, [-1, kernel.shape[3]])
@@ -326,8 +339,15 @@ def _kernels(config, with_mask, jit_compile, offsets_dtype, mask_dtype):
 
     def backward(inputs, kernel, flat_columns, geometry, output_gradient):
         return _convolve_backward(
-            inputs, kernel, flat_columns, geometry, output_gradient, with_mask, offsets_dtype,
-            mask_dtype, config,
+            inputs,
+            kernel,
+            flat_columns,
+            geometry,
+            output_gradient,
+            with_mask,
+            offsets_dtype,
+            mask_dtype,
+            config,
         )
 
     if not jit_compile:
@@ -422,7 +442,7 @@ def deform_conv2d(
     strides = normalize_tuple(strides, 2, "strides")
     dilation_rate = normalize_tuple(dilation_rate, 2, "dilation_rate")
     kernel_size = tuple(kernel.shape[:2])
-    padding = _normalize_padding(padding)
+    padding = normalize_deform_padding(padding)
     groups = _check_shapes(inputs, offsets, kernel, bias, mask, strides, padding, dilation_rate)
     config = (kernel_size, strides, padding, dilation_rate, groups)
     kernel = tf.cast(kernel, inputs.dtype)

@@ -89,35 +89,9 @@ def merged(*parts):
     return result
 
 
-def test_two_replicas_take_the_step_of_one_device(tmp_path):
-    configs = {
-        "classifier": merged(CLASSIFIER, ONE_STEP),
-        "unet": merged(UNET, ONE_STEP, {"train": SEGMENTATION_LOSS}),
-        "segnet": merged(SEGNET, ONE_STEP, {"train": SEGMENTATION_LOSS}),
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(configs), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert "RESULTS " in result.stdout, (result.stdout + result.stderr)[-4000:]
-    differences = json.loads(result.stdout.split("RESULTS ")[1])
-    assert set(differences) == set(configs)
-    for name, difference in differences.items():
-        # Keras's synchronized batch norm computes the variance as E[x^2] - E[x]^2 over the
-        # replicas, one device as E[(x - mean)^2]: float32 rounding, no more.
-        assert difference < 2e-5, (name, difference)
-    # The step did change the weights (a no-op step would also be "equal").
-    assert "replica(s)" in result.stdout
-
-
-def test_mirrored_replicas_differ_without_sync_batch_norm(tmp_path):
-    # The control: per-replica batch statistics make two replicas differ from one device,
-    # which is why `runtime.sync_batch_norm` exists (and why the test above can fail).
-    configs = {"classifier": merged(CLASSIFIER, ONE_STEP)}
-    script = SCRIPT.replace('"sync_batch_norm": True', '"sync_batch_norm": False')
+def one_step_differences(configs, tmp_path, sync_batch_norm=True):
+    """Max |one device - 2 mirrored replicas| over the weights after one step, per config."""
+    script = SCRIPT.replace('"sync_batch_norm": True', f'"sync_batch_norm": {sync_batch_norm}')
     result = subprocess.run(
         [sys.executable, "-c", script, json.dumps(configs), str(tmp_path)],
         capture_output=True,
@@ -126,7 +100,29 @@ def test_mirrored_replicas_differ_without_sync_batch_norm(tmp_path):
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert "RESULTS " in result.stdout, (result.stdout + result.stderr)[-4000:]
-    assert json.loads(result.stdout.split("RESULTS ")[1])["classifier"] > 1e-4
+    assert "MirroredStrategy with 2 replica(s)" in result.stdout
+    return json.loads(result.stdout.split("RESULTS ")[1])
+
+
+def test_two_replicas_take_the_step_of_one_device(tmp_path):
+    configs = {
+        "classifier": merged(CLASSIFIER, ONE_STEP),
+        "unet": merged(UNET, ONE_STEP, {"train": SEGMENTATION_LOSS}),
+        "segnet": merged(SEGNET, ONE_STEP, {"train": SEGMENTATION_LOSS}),
+    }
+    differences = one_step_differences(configs, tmp_path)
+    assert set(differences) == set(configs)
+    for name, difference in differences.items():
+        # Keras's synchronized batch norm computes the variance as E[x^2] - E[x]^2 over the
+        # replicas, one device as E[(x - mean)^2]: float32 rounding, no more.
+        assert difference < 2e-5, (name, difference)
+
+
+def test_mirrored_replicas_differ_without_sync_batch_norm(tmp_path):
+    # The control: per-replica batch statistics make two replicas differ from one device,
+    # which is why `runtime.sync_batch_norm` exists (and shows the test above can fail).
+    configs = {"classifier": merged(CLASSIFIER, ONE_STEP)}
+    assert one_step_differences(configs, tmp_path, sync_batch_norm=False)["classifier"] > 1e-4
 
 
 def test_multi_worker_run_on_two_local_processes_equals_one_process(tmp_path):
