@@ -287,67 +287,16 @@ def _table_to_input(table_gradient, like, groups):
     return padded[:, 1:-1, 1:-1]
 
 
-def _convolve_forward(inputs, offsets, mask, kernel, config):
-    """The deformable convolution without bias, and what its gradient needs."""
-    columns, geometry = _sample_forward(inputs, offsets, mask, config)
-    flat = tf.reshape(columns, [-1, columns.shape[3]])
-    outputs = tf.linalg.matmul(flat, tf.reshape(kernel, [-1, kernel.shape[3]]))
-    shape = tf.shape(columns)
-    outputs = tf.reshape(outputs, [shape[0], shape[1], shape[2], kernel.shape[3]])
-    return outputs, flat, geometry
-
-
-def _convolve_backward(
-    inputs,
-    kernel,
-    flat_columns,
-    geometry,
-    output_gradient,
-    with_mask,
-    offsets_dtype,
-    mask_dtype,
-    config,
-):
-    """Gradients of `_convolve_forward` for inputs, offsets, mask and kernel."""
-    flat_gradient = tf.reshape(output_gradient, [-1, kernel.shape[3]])
-    flat_kernel = tf.reshape(kernel, [-1, kernel.shape[3]])
-    kernel_gradient = tf.reshape(
-        tf.linalg.matmul(flat_columns, flat_gradient, transpose_a=True), tf.shape(kernel)
-    )
-    column_gradient = tf.linalg.matmul(flat_gradient, flat_kernel, transpose_b=True)
-    shape = tf.shape(output_gradient)
-    column_gradient = tf.reshape(
-        column_gradient, [shape[0], shape[1], shape[2], flat_columns.shape[1]]
-    )
-    inputs_gradient, offsets_gradient, mask_gradient = _sample_backward(
-        inputs, column_gradient, geometry, with_mask, offsets_dtype, mask_dtype, config
-    )
-    return inputs_gradient, offsets_gradient, mask_gradient, kernel_gradient
-
-
 @functools.cache
 def _kernels(config, with_mask, jit_compile, offsets_dtype, mask_dtype):
-    """The convolution and its gradient as (optionally XLA-compiled) functions.
+    """The sampling and its gradient as (optionally XLA-compiled) functions."""
 
-    Sampling and the matrix product are compiled together: XLA then feeds the gathered
-    samples straight into the product, which measured up to 2x faster than compiling the
-    sampling alone and multiplying in TensorFlow.
-    """
+    def forward(inputs, offsets, mask):
+        return _sample_forward(inputs, offsets, mask if with_mask else None, config)
 
-    def forward(inputs, offsets, mask, kernel):
-        return _convolve_forward(inputs, offsets, mask if with_mask else None, kernel, config)
-
-    def backward(inputs, kernel, flat_columns, geometry, output_gradient):
-        return _convolve_backward(
-            inputs,
-            kernel,
-            flat_columns,
-            geometry,
-            output_gradient,
-            with_mask,
-            offsets_dtype,
-            mask_dtype,
-            config,
+    def backward(inputs, column_gradient, geometry):
+        return _sample_backward(
+            inputs, column_gradient, geometry, with_mask, offsets_dtype, mask_dtype, config
         )
 
     if not jit_compile:
@@ -358,28 +307,28 @@ def _kernels(config, with_mask, jit_compile, offsets_dtype, mask_dtype):
     )
 
 
-def _convolve(inputs, offsets, mask, kernel, config, jit_compile):
-    """The deformable convolution (no bias) with an explicit gradient for every input."""
+def _sample(inputs, offsets, mask, config, jit_compile):
+    """Columns of bilinear samples with an explicit gradient for inputs, offsets and mask."""
     with_mask = mask is not None
     if mask is None:
         mask = tf.zeros([0], offsets.dtype)  # a placeholder: custom_gradient needs tensors
     forward, backward = _kernels(config, with_mask, jit_compile, offsets.dtype, mask.dtype)
 
     @tf.custom_gradient
-    def convolve(inputs, offsets, mask, kernel):
-        outputs, flat_columns, geometry = forward(inputs, offsets, mask, kernel)
+    def sample(inputs, offsets, mask):
+        columns, geometry = forward(inputs, offsets, mask)
 
-        def gradient(output_gradient):
-            inputs_gradient, offsets_gradient, mask_gradient, kernel_gradient = backward(
-                inputs, kernel, flat_columns, geometry, output_gradient
+        def gradient(column_gradient):
+            inputs_gradient, offsets_gradient, mask_gradient = backward(
+                inputs, column_gradient, geometry
             )
             if mask_gradient is None:
                 mask_gradient = tf.zeros_like(mask)
-            return inputs_gradient, offsets_gradient, mask_gradient, kernel_gradient
+            return inputs_gradient, offsets_gradient, mask_gradient
 
-        return outputs, gradient
+        return columns, gradient
 
-    return convolve(inputs, offsets, mask, kernel)
+    return sample(inputs, offsets, mask)
 
 
 def deform_conv2d(
@@ -445,8 +394,11 @@ def deform_conv2d(
     padding = normalize_deform_padding(padding)
     groups = _check_shapes(inputs, offsets, kernel, bias, mask, strides, padding, dilation_rate)
     config = (kernel_size, strides, padding, dilation_rate, groups)
-    kernel = tf.cast(kernel, inputs.dtype)
-    outputs = _convolve(inputs, offsets, mask, kernel, config, jit_compile is not False)
+    columns = _sample(inputs, offsets, mask, config, jit_compile is not False)
+    shape = tf.shape(columns)
+    flat = tf.reshape(columns, [-1, columns.shape[3]])
+    outputs = tf.linalg.matmul(flat, tf.reshape(tf.cast(kernel, flat.dtype), [-1, kernel.shape[3]]))
+    outputs = tf.reshape(outputs, tf.concat([shape[:3], [kernel.shape[3]]], 0))
     if bias is not None:
         outputs = outputs + tf.cast(bias, outputs.dtype)
     return outputs
