@@ -2,7 +2,7 @@
 
 Built-in data needs no network: Fashion-MNIST from the Debian package
 `dataset-fashion-mnist`, scikit-learn's 8x8 digits, procedural shapes on
-scikit-image's public-domain photos, and crops of those photos.
+scikit-image's public-domain photos, crops of those photos, and irregular hole masks.
 """
 
 from kcnn.data.digits import DIGITS_CLASSES, load_digits
@@ -19,23 +19,41 @@ from kcnn.data.folders import (
     read_image,
 )
 from kcnn.data.idx import read_idx
+from kcnn.data.masks import (
+    AREA_BUCKETS,
+    bucketed_masks,
+    hole_ratio,
+    irregular_masks,
+    load_mask_folder,
+)
 from kcnn.data.photos import PHOTO_SOURCES, load_photo, load_photos
-from kcnn.data.pipeline import AUGMENTATIONS, make_dataset, make_segmentation_dataset
+from kcnn.data.pipeline import (
+    AUGMENTATIONS,
+    make_dataset,
+    make_inpainting_dataset,
+    make_segmentation_dataset,
+)
 from kcnn.data.registry import (
     CLASSIFICATION_DATASETS,
+    INPAINTING_DATASETS,
     SEGMENTATION_DATASETS,
     ClassificationData,
+    InpaintingData,
     SegmentationData,
     load_classification_data,
+    load_inpainting_data,
     load_segmentation_data,
 )
 from kcnn.data.shapes import SHAPE_CLASSES, SHAPES_CLASS_NAMES, ShapesData, make_shapes
 from kcnn.data.subsets import per_class_subset
 
 __all__ = [
+    "AREA_BUCKETS",
     "AUGMENTATIONS",
     "CLASSIFICATION_DATASETS",
     "ClassificationData",
+    "INPAINTING_DATASETS",
+    "InpaintingData",
     "SEGMENTATION_DATASETS",
     "SegmentationData",
     "DEFAULT_FASHION_MNIST_DIR",
@@ -46,16 +64,22 @@ __all__ = [
     "SHAPE_CLASSES",
     "SHAPES_CLASS_NAMES",
     "ShapesData",
+    "bucketed_masks",
+    "hole_ratio",
+    "irregular_masks",
     "load_classification_data",
     "load_coco_detection",
     "load_digits",
     "load_fashion_mnist",
     "load_image_folder",
+    "load_inpainting_data",
+    "load_mask_folder",
     "load_photo",
     "load_photos",
     "load_segmentation_data",
     "load_segmentation_folders",
     "make_dataset",
+    "make_inpainting_dataset",
     "make_segmentation_dataset",
     "make_shapes",
     "per_class_subset",

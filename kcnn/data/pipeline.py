@@ -351,3 +351,117 @@ def make_segmentation_dataset(
         drop_remainder,
         repeat,
     )
+
+
+def _random_masks(pool, batch, seed):
+    """One mask per image drawn from `pool` (a tensor `(M, H, W, 1)`), randomly flipped up-down
+    and left-right, from a stateless seed."""
+    index_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    indices = tf.random.stateless_uniform(
+        [batch], index_seed, maxval=tf.shape(pool)[0], dtype=tf.int32
+    )
+    masks = tf.gather(pool, indices)
+    flips = tf.random.stateless_uniform([batch, 2], flip_seed) < 0.5
+    masks = tf.where(flips[:, 0, None, None, None], tf.reverse(masks, [1]), masks)
+    return tf.where(flips[:, 1, None, None, None], tf.reverse(masks, [2]), masks)
+
+
+def make_inpainting_dataset(
+    images,
+    masks,
+    batch_size=32,
+    shuffle=False,
+    seed=0,
+    augment=None,
+    mask_pool=None,
+    drop_remainder=False,
+    repeat=False,
+):
+    """Builds a batched `tf.data.Dataset` for inpainting models such as `PConvUNet`.
+
+    Each element is `((masked_image, mask), target)`: float32 `masked_image = image * mask`
+    `(B, H, W, C)`, `mask` `(B, H, W, 1)` with 1 = valid and 0 = hole, and the target
+    `concat([image, mask], -1)` `(B, H, W, C + 1)`, which carries the mask to the loss and
+    the metrics (see `kcnn.tasks.inpainting`).
+
+    Args:
+        images: array `(N, H, W, C)`, uint8 or float in `[0, 1]`.
+        masks: array `(N, H, W, 1)` of 0 / 1: each image's own mask.
+        batch_size: int. Defaults to `32`.
+        shuffle: bool. Defaults to `False`.
+        seed: int. Seed of shuffling, augmentation and mask draws. Defaults to `0`.
+        augment: None, `"flip"` (random horizontal flip of the images), or a callable
+            mapping a float32 image batch to an augmented batch. Defaults to `None`.
+        mask_pool: None, or an array `(M, H, W, 1)` of masks: each image then gets a mask
+            drawn from the pool (randomly flipped up-down and left-right) in every epoch,
+            instead of its own. Defaults to `None`.
+        drop_remainder: bool. Defaults to `False`.
+        repeat: bool. Defaults to `False`.
+
+    Returns:
+        A `tf.data.Dataset` of `((masked_image, mask), target)` batches.
+
+    Raises:
+        ValueError: if `images` or `masks` has the wrong rank, size or values, the lengths
+            differ, or `augment` is not allowed.
+
+    Example:
+
+    >>> from kcnn.data import irregular_masks, load_photos
+    >>> crops = load_photos(crop_size=32, crops_per_photo=2)
+    >>> masks = irregular_masks(len(crops), image_size=32)
+    >>> (masked, mask), target = next(iter(make_inpainting_dataset(crops, masks, batch_size=4)))
+    >>> masked.shape, mask.shape, target.shape
+    (TensorShape([4, 32, 32, 3]), TensorShape([4, 32, 32, 1]), TensorShape([4, 32, 32, 4]))
+    """
+    images = _check_images(images)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    _check_augment(augment, ("flip",))
+    masks = _check_masks(masks, images, "masks")
+    _check_same_length(images, masks, "masks")
+    if mask_pool is not None:
+        mask_pool = tf.constant(_check_masks(mask_pool, images, "mask_pool"))
+
+    batch_augment = None
+    if augment == "flip" or mask_pool is not None:
+
+        def batch_augment(batch, seed_pair):
+            batch_images, batch_masks = batch
+            flip_seed, mask_seed = tf.unstack(tf.random.experimental.stateless_split(seed_pair, 2))
+            if augment == "flip":
+                batch_images = _flip_translate(batch_images, flip_seed, translate=False)
+            if mask_pool is not None:
+                batch_masks = _random_masks(mask_pool, tf.shape(batch_images)[0], mask_seed)
+            return batch_images, batch_masks
+
+    def batch_map(batch_images, batch_masks):
+        batch_images = _to_unit_float(batch_images)
+        if callable(augment):
+            batch_images = augment(batch_images)
+        batch_masks = tf.cast(batch_masks, tf.float32)
+        target = tf.concat([batch_images, batch_masks], axis=-1)
+        return (batch_images * batch_masks, batch_masks), target
+
+    return _build(
+        (images, masks),
+        len(images),
+        batch_size,
+        shuffle,
+        seed,
+        batch_augment,
+        batch_map,
+        drop_remainder,
+        repeat,
+    )
+
+
+def _check_masks(masks, images, argument):
+    masks = np.asarray(masks)
+    if masks.ndim != 4 or masks.shape[1:] != (*images.shape[1:3], 1):
+        raise ValueError(
+            f"`{argument}` must have shape (N, H, W, 1) with the height and width of `images` "
+            f"{images.shape}. Received: {argument}.shape={masks.shape}"
+        )
+    if masks.size and not np.isin(masks, (0, 1)).all():
+        raise ValueError(f"`{argument}` must hold only 0 (hole) and 1 (valid pixel).")
+    return masks.astype(np.uint8)

@@ -11,6 +11,8 @@ from kcnn.data._validation import check_test_fraction, normalize_image_size
 from kcnn.data.digits import DIGITS_CLASSES, load_digits
 from kcnn.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from kcnn.data.folders import load_image_folder, load_segmentation_folders
+from kcnn.data.masks import bucketed_masks, irregular_masks, load_mask_folder
+from kcnn.data.photos import load_photos
 from kcnn.data.shapes import make_shapes
 
 
@@ -148,8 +150,8 @@ def _load(registry, kind, data_class, name, kwargs):
     ]
     if missing:
         raise ValueError(f"Dataset {name!r} requires keyword argument(s) {missing}.")
-    x_train, y_train, x_test, y_test, class_names = builder(**kwargs)
-    return data_class(x_train, y_train, x_test, y_test, tuple(class_names), name)
+    x_train, y_train, x_test, y_test, class_names, *extra = builder(**kwargs)
+    return data_class(x_train, y_train, x_test, y_test, tuple(class_names), name, *extra)
 
 
 class SegmentationData(ClassificationData):
@@ -219,3 +221,81 @@ def load_segmentation_data(name, **kwargs):
     ((8, 32, 32, 3), (4, 32, 32), 'background')
     """
     return _load(SEGMENTATION_DATASETS, "segmentation", SegmentationData, name, kwargs)
+
+
+@dataclasses.dataclass(eq=False)
+class InpaintingData(ClassificationData):
+    """An inpainting dataset: images, each with a hole mask, split into train and test.
+
+    Attributes:
+        x_train, x_test: uint8 images `(N, H, W, C)`.
+        y_train, y_test: uint8 masks `(N, H, W, 1)`, 1 = valid, 0 = hole. The test masks
+            are fixed (seeded); a training image's mask is used when it is held out for
+            validation, while training batches draw from `mask_pool`.
+        class_names: `()` (no classes).
+        name: str.
+        mask_pool: uint8 masks `(M, H, W, 1)` that training batches draw from, a fresh
+            draw (and random flips) for every image of every epoch.
+    """
+
+    mask_pool: np.ndarray = None
+
+
+def _photos(
+    image_size=64,
+    train_crops_per_photo=250,
+    test_crops_per_photo=24,
+    area_range=(0.0, 0.6),
+    mask_pool_size=2000,
+    mask_path=None,
+    mask_holes="black",
+    seed=0,
+):
+    x_train = load_photos(image_size, train_crops_per_photo, "train", seed)
+    x_test = load_photos(image_size, test_crops_per_photo, "test", seed + TEST_SEED_OFFSET)
+    rng = np.random.default_rng(seed)
+    if mask_path is None:
+        pool = irregular_masks(mask_pool_size, image_size, tuple(area_range), seed)
+        # Test masks cycle through the 0-10%, ..., 50-60% buckets, drawn with their own seed.
+        test_masks, _ = bucketed_masks(len(x_test), image_size, seed=seed + TEST_SEED_OFFSET)
+    else:
+        pool = load_mask_folder(mask_path, image_size, holes=mask_holes)
+        test_masks = pool[rng.integers(0, len(pool), len(x_test))]
+    train_masks = pool[rng.integers(0, len(pool), len(x_train))]
+    return x_train, train_masks, x_test, test_masks, (), pool
+
+
+INPAINTING_DATASETS = {"photos": _photos}
+
+
+def load_inpainting_data(name, **kwargs):
+    """Loads a registered inpainting dataset by name.
+
+    | name       | keyword arguments                                                      |
+    |------------|------------------------------------------------------------------------|
+    | `"photos"` | `image_size=64`, `train_crops_per_photo=250`, `test_crops_per_photo=24`, |
+    |            | `area_range=(0.0, 0.6)`, `mask_pool_size=2000`, `mask_path=None`,       |
+    |            | `mask_holes="black"`, `seed=0`                                          |
+
+    `"photos"` crops the bundled CC0 / public-domain photos (`load_photos`): training crops
+    from the training photos, test crops from the test photos, which training never sees.
+    Training masks are a pool of `mask_pool_size` irregular masks (`irregular_masks`) with
+    hole ratios in `area_range`; the test masks cycle through the hole-area buckets 0-10%,
+    ..., 50-60% with another seed. With `mask_path`, the masks of that folder
+    (`load_mask_folder(mask_path, image_size, holes=mask_holes)`) are the pool, and each
+    test image gets one of them (seeded).
+
+    Returns:
+        An `InpaintingData`.
+
+    Raises:
+        ValueError: for an unknown name or keyword argument (listing the accepted ones).
+
+    Example:
+    >>> data = load_inpainting_data(
+    ...     "photos", image_size=32, train_crops_per_photo=2, test_crops_per_photo=3,
+    ...     mask_pool_size=8)
+    >>> data.x_train.shape, data.y_test.shape, data.mask_pool.shape
+    ((16, 32, 32, 3), (12, 32, 32, 1), (8, 32, 32, 1))
+    """
+    return _load(INPAINTING_DATASETS, "inpainting", InpaintingData, name, kwargs)
