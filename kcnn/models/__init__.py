@@ -2,13 +2,16 @@
 
 from kcnn.models import classic  # noqa: F401  (registers LeNet-5 ... DeconvNet)
 from kcnn.models.fcn import FCN
+from kcnn.models.pconv_unet import ConvUNetInpaint, PConvUNet
 from kcnn.models.registry import MODELS, get_model_entry, model_names, register_model
 from kcnn.models.segnet import SegNet
 from kcnn.models.unet import UNet
 
 __all__ = [
+    "ConvUNetInpaint",
     "FCN",
     "MODELS",
+    "PConvUNet",
     "SegNet",
     "UNet",
     "get_model_entry",

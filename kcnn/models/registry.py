@@ -3,12 +3,13 @@
 Every builder takes `input_shape` and `num_classes` as keyword arguments (plus `backbone`, a
 kcnn backbone instance, for the families that sit on one) and its own keyword arguments, and
 returns a functional `keras.Model` ending in a float32 softmax: `(batch, num_classes)` for
-classification, `(batch, height, width, num_classes)` for segmentation.
+classification, `(batch, height, width, num_classes)` for segmentation. Inpainting models take
+`[masked_image, mask]` and return the float32 image (`num_classes` is ignored).
 """
 
 import dataclasses
 
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "inpainting")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -94,7 +94,11 @@ def tflite_outputs(model, inputs, tmp_path):
     flatbuffer = converter.convert()
     interpreter = Interpreter(model_content=flatbuffer)
     runner = interpreter.get_signature_runner("serving_default")
-    names = sorted(runner.get_input_details(), key=_output_position)
+    signature_names = runner.get_input_details()
+    # Named Keras inputs keep their names in the signature; unnamed ones are numbered.
+    names = [tensor.name for tensor in model.inputs]
+    if set(names) != set(signature_names):
+        names = sorted(signature_names, key=_output_position)
     feeds = {name: np.asarray(x) for name, x in zip(names, as_list(inputs), strict=True)}
     results = runner(**feeds)
     return [results[name] for name in sorted(results, key=_output_position)], flatbuffer
@@ -129,7 +133,7 @@ def one_step(strategy):
     with strategy.scope():
         keras.utils.set_random_seed(0)
         model = model_fn()
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss={loss})
     model.fit(inputs, targets, batch_size=len(targets), epochs=1, verbose=0, shuffle=False)
     return [np.asarray(w) for w in model.get_weights()]
 
@@ -143,13 +147,14 @@ print("MIRRORED_OK")
 """
 
 
-def check_mirrored_strategy(setup, atol=1e-5):
+def check_mirrored_strategy(setup, atol=1e-5, loss='"mse"'):
     """Trains one step with MirroredStrategy on 2 logical CPUs in a fresh process.
 
-    `setup` is Python source defining `model_fn()`, `inputs` and `targets` (global batch).
+    `setup` is Python source defining `model_fn()`, `inputs` and `targets` (global batch);
+    `loss` is the Python expression of the loss to compile with, evaluated after `setup`.
     The updated weights must equal a one-device step on the same global batch.
     """
-    script = MIRRORED_TEMPLATE.format(setup=textwrap.dedent(setup), atol=atol)
+    script = MIRRORED_TEMPLATE.format(setup=textwrap.dedent(setup), atol=atol, loss=loss)
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )

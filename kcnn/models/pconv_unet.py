@@ -1,0 +1,231 @@
+"""The partial-convolution U-Net of Liu et al. (2018) for image inpainting, and a plain-conv
+U-Net of the same size as its baseline."""
+
+import keras
+
+from kcnn.layers import PartialConv2D
+from kcnn.models.registry import register_model
+
+# Encoder kernel sizes of the paper's table (PConv1 7x7, PConv2-3 5x5, then 3x3).
+ENCODER_KERNELS = (7, 5, 5)
+DECODER_KERNEL = 3
+# Encoder filters double per level up to this many times `width` (64 ... 512 in the paper).
+MAX_WIDTH_MULTIPLIER = 8
+LEAKY_SLOPE = 0.2
+
+
+def _check_arguments(input_shape, width, depth):
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise ValueError(f"`width` must be a positive int. Received: width={width!r}")
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise ValueError(f"`depth` must be a positive int. Received: depth={depth!r}")
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] is None:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) with known channels. "
+            f"Received: input_shape={input_shape}"
+        )
+    stride = 2**depth
+    for axis, size in zip(("height", "width"), input_shape[:2], strict=True):
+        if size is not None and size % stride:
+            raise ValueError(
+                f"The input {axis} must be divisible by 2**depth = {stride}. "
+                f"Received: input_shape={input_shape}, depth={depth}"
+            )
+    return input_shape
+
+
+def _encoder_filters(width, level):
+    return width * min(2**level, MAX_WIDTH_MULTIPLIER)
+
+
+def _inputs(input_shape):
+    image = keras.Input(shape=input_shape, name="masked_image")
+    mask = keras.Input(shape=(*input_shape[:2], 1), name="mask")
+    return image, mask
+
+
+def _normalize_activate(x, batch_norm, activation, name):
+    if batch_norm:
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    if activation == "relu":
+        return keras.layers.ReLU(name=f"{name}_relu")(x)
+    return keras.layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_leaky_relu")(x)
+
+
+@register_model("pconv_unet", "inpainting")
+def PConvUNet(  # noqa: N802  (a model family, named like keras-hub's task models)
+    input_shape,
+    num_classes=None,
+    width=32,
+    depth=5,
+    name="pconv_unet",
+):
+    """The partial-convolution U-Net of Liu et al. (2018) for irregular holes.
+
+    Liu, Reda, Shih, Wang, Tao & Catanzaro, "Image Inpainting for Irregular Holes Using
+    Partial Convolutions", 2018 (arXiv:1804.07723), section 3.2 and the supplementary
+    table, scaled by `width` and `depth` (the paper: `width=64`, `depth=8` at 512x512):
+
+    - Encoder: `depth` `PartialConv2D` layers of stride 2 with kernels 7, 5, 5, 3, 3, ...
+      and `width`, 2 `width`, 4 `width`, then 8 `width` filters; batch normalization in all
+      but the first; ReLU.
+    - Decoder: at each level, nearest-neighbour upsampling of the features *and* of the
+      mask by 2, concatenation with the encoder's features *and* mask of that resolution
+      (the skip), a 3x3 `PartialConv2D` with the skip level's filters, batch normalization
+      and LeakyReLU(0.2). The last layer's skip is the input image and its mask; it has
+      one filter per image channel, no normalization and no activation.
+
+    Masks are multi-channel, as in NVIDIA's reference: the input mask is repeated over the
+    image channels, each layer returns a mask with one channel per filter, and the decoder
+    concatenates masks like features, so a layer's window count sees which of its input
+    channels are valid. Holes shrink through the encoder; whatever is still a hole at the
+    coarsest level is filled from its neighbours by the decoder.
+
+    Args:
+        input_shape: `(height, width, channels)` of the images. Height and width must be
+            divisible by `2**depth` (or None).
+        num_classes: ignored (the output has the input's channels); accepted so every
+            registry builder takes the same keyword arguments.
+        width: int >= 1. Filters of the first layer; the paper uses 64. Defaults to 32.
+        depth: int >= 1. Encoder levels (stride-2 layers); the paper uses 8. Defaults to 5.
+        name: str. Defaults to `"pconv_unet"`.
+
+    Returns:
+        A functional `keras.Model` with inputs `[masked_image, mask]`, `masked_image` of
+        shape `(B, H, W, C)` in [0, 1] (holes may hold anything: they are never read) and
+        `mask` `(B, H, W, 1)` with 1 = valid and 0 = hole, and one float32 output, the
+        predicted image `(B, H, W, C)` (linear, as in the paper: not clipped). The
+        composited result is `mask * image + (1 - mask) * output`.
+
+    Raises:
+        ValueError: if `width` or `depth` is not a positive int, or the input size is not
+            divisible by `2**depth`.
+
+    Example:
+
+    >>> model = PConvUNet((32, 32, 3), width=8, depth=3)
+    >>> [tuple(x.shape) for x in model.inputs], model.output_shape
+    ([(None, 32, 32, 3), (None, 32, 32, 1)], (None, 32, 32, 3))
+    """
+    del num_classes
+    input_shape = _check_arguments(input_shape, width, depth)
+    channels = input_shape[-1]
+    # --- functional graph ---
+    image, mask = _inputs(input_shape)
+    mask_channels = (
+        keras.layers.Concatenate(name="mask_channels")([mask] * channels) if channels > 1 else mask
+    )
+    skips = [(image, mask_channels)]
+    x, m = image, mask_channels
+    for level in range(depth):
+        prefix = f"encoder{level + 1}"
+        kernel = ENCODER_KERNELS[level] if level < len(ENCODER_KERNELS) else DECODER_KERNEL
+        x, m = PartialConv2D(
+            _encoder_filters(width, level),
+            kernel,
+            strides=2,
+            multi_channel=True,
+            use_bias=level == 0,
+            name=prefix,
+        )([x, m])
+        x = _normalize_activate(x, level > 0, "relu", prefix)
+        skips.append((x, m))
+    for level in reversed(range(depth)):
+        prefix = f"decoder{level + 1}"
+        skip_x, skip_m = skips[level]
+        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_up")(x)
+        m = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_mask_up")(m)
+        x = keras.layers.Concatenate(name=f"{prefix}_skip")([x, skip_x])
+        m = keras.layers.Concatenate(name=f"{prefix}_mask_skip")([m, skip_m])
+        last = level == 0
+        x, m = PartialConv2D(
+            channels if last else _encoder_filters(width, level - 1),
+            DECODER_KERNEL,
+            multi_channel=True,
+            use_bias=last,
+            dtype="float32" if last else None,
+            name="output" if last else prefix,
+        )([x, m])
+        if not last:
+            x = _normalize_activate(x, True, "leaky_relu", prefix)
+    return keras.Model([image, mask], x, name=name)
+
+
+@register_model("conv_unet_inpaint", "inpainting")
+def ConvUNetInpaint(  # noqa: N802  (a model family, named like keras-hub's task models)
+    input_shape,
+    num_classes=None,
+    width=32,
+    depth=5,
+    name="conv_unet_inpaint",
+):
+    """The baseline of `PConvUNet`: the same U-Net with plain `Conv2D` layers.
+
+    Liu et al. (2018, arXiv:1804.07723) compare partial convolutions against the same
+    network with ordinary convolutions fed the image with holes and the mask as an extra
+    channel ("Conv" in their figures). This is that network: the layers, kernels, filters,
+    strides, normalization, activations, nearest-neighbour upsampling and skip
+    concatenations of `PConvUNet`, with `Conv2D` on `concat(masked_image, mask)` and
+    hole pixels set to 0, and no mask propagation. Its parameter count differs from
+    `PConvUNet`'s only by the mask channel's weights in the first and last layers.
+
+    Args:
+        input_shape: `(height, width, channels)`; height and width divisible by
+            `2**depth` (or None).
+        num_classes: ignored; accepted so every registry builder takes the same keyword
+            arguments.
+        width: int >= 1. Filters of the first layer. Defaults to 32.
+        depth: int >= 1. Encoder levels. Defaults to 5.
+        name: str. Defaults to `"conv_unet_inpaint"`.
+
+    Returns:
+        A functional `keras.Model` with the inputs and output of `PConvUNet`.
+
+    Raises:
+        ValueError: as `PConvUNet`.
+
+    Example:
+
+    >>> model = ConvUNetInpaint((32, 32, 3), width=8, depth=3)
+    >>> model.output_shape
+    (None, 32, 32, 3)
+    """
+    del num_classes
+    input_shape = _check_arguments(input_shape, width, depth)
+    channels = input_shape[-1]
+    image, mask = _inputs(input_shape)
+    # Hole pixels are zeroed so the network sees the same input whatever they held.
+    holes_zeroed = keras.layers.Multiply(name="zero_holes")([image, mask])
+    inputs = keras.layers.Concatenate(name="image_and_mask")([holes_zeroed, mask])
+    skips = [inputs]
+    x = inputs
+    for level in range(depth):
+        prefix = f"encoder{level + 1}"
+        kernel = ENCODER_KERNELS[level] if level < len(ENCODER_KERNELS) else DECODER_KERNEL
+        x = keras.layers.Conv2D(
+            _encoder_filters(width, level),
+            kernel,
+            strides=2,
+            padding="same",
+            use_bias=level == 0,
+            name=prefix,
+        )(x)
+        x = _normalize_activate(x, level > 0, "relu", prefix)
+        skips.append(x)
+    for level in reversed(range(depth)):
+        prefix = f"decoder{level + 1}"
+        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_up")(x)
+        x = keras.layers.Concatenate(name=f"{prefix}_skip")([x, skips[level]])
+        last = level == 0
+        x = keras.layers.Conv2D(
+            channels if last else _encoder_filters(width, level - 1),
+            DECODER_KERNEL,
+            padding="same",
+            use_bias=last,
+            dtype="float32" if last else None,
+            name="output" if last else prefix,
+        )(x)
+        if not last:
+            x = _normalize_activate(x, True, "leaky_relu", prefix)
+    return keras.Model([image, mask], x, name=name)
