@@ -10,7 +10,7 @@ PER_CLASS ?= 3
 SEEDS ?= 0
 PRETRAINED := runs/transfer_pretrain/model.keras
 
-.PHONY: setup train train-segment train-fashion transfer-demo notebooks test lint evaluate export analyze help
+.PHONY: setup train train-segment train-inpaint train-fashion transfer-demo notebooks test lint evaluate export analyze help
 
 help:
 	@echo "make train          train the default experiment ($(CONFIG)), evaluate, plot, export"
@@ -18,6 +18,7 @@ help:
 	@echo "make notebooks      run every notebook (KCNN_NOTEBOOK_SMALL=1: the minute-long versions)"
 	@echo "make train-fashion  the Fashion-MNIST experiment that reaches >= 93% test accuracy"
 	@echo "make train-segment  U-Net segmentation of the built-in shapes scenes"
+	@echo "make train-inpaint  partial-convolution U-Net inpainting of held-out photo crops"
 	@echo "make transfer-demo  Fashion-MNIST features on a few digits, against training from scratch"
 	@echo "make evaluate RUN=runs/<name>   make export RUN=runs/<name>   make analyze CONFIG=..."
 	@echo "make lint           ruff check and format check"
@@ -30,6 +31,9 @@ train: setup
 
 train-segment: setup
 	$(KCNN) train configs/segment_unet.yaml
+
+train-inpaint: setup
+	$(KCNN) train configs/inpaint_pconv.yaml
 
 train-fashion: setup
 	$(KCNN) train configs/fashion_mnist.yaml

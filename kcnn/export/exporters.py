@@ -44,11 +44,16 @@ def _converter(saved_model_dir, quantization, representative_images):
     elif quantization == "int8":
         if representative_images is None:
             raise ValueError("`quantization='int8'` needs `representative_images`.")
-        images = np.asarray(representative_images, dtype=np.float32)
+        # One array, or one per model input (a model with several inputs).
+        several = isinstance(representative_images, (list, tuple))
+        arrays = [
+            np.asarray(array, dtype=np.float32)
+            for array in (representative_images if several else [representative_images])
+        ]
 
         def representative_dataset():
-            for image in images:
-                yield [image[None]]
+            for index in range(len(arrays[0])):
+                yield [array[index : index + 1] for array in arrays]
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
@@ -68,7 +73,8 @@ def export_tflite(
             temporary folder when None.
         quantization: one of `"none"`, `"fp16"`, `"dynamic"`, `"int8"`. Defaults to
             `"none"`.
-        representative_images: float32 array of inputs for int8 calibration.
+        representative_images: float32 array of inputs for int8 calibration, or a list of
+            arrays (one per input, in the order of the model's inputs).
 
     Returns:
         `path`.
@@ -90,12 +96,34 @@ def export_tflite(
     return path
 
 
+def _quantize(values, detail):
+    if detail["dtype"] in (np.int8, np.uint8):
+        scale, zero_point = detail["quantization"]
+        return np.round(values / scale + zero_point).astype(detail["dtype"])
+    return np.asarray(values).astype(detail["dtype"])
+
+
+def _dequantize(values, detail):
+    if detail["dtype"] in (np.int8, np.uint8):
+        scale, zero_point = detail["quantization"]
+        return (values.astype(np.float32) - zero_point) * scale
+    return values
+
+
+def _output_position(name):
+    """Sort key of LiteRT signature outputs: "output_0" < "output_1" < ... < "output_10"."""
+    digits = name.rsplit("_", 1)[-1]
+    return (int(digits) if digits.isdigit() else 0, name)
+
+
 def tflite_predict(tflite_path, images, num_threads=1):
     """Runs a `.tflite` file on a batch with the LiteRT interpreter (`ai_edge_litert`).
 
     Args:
         tflite_path: the `.tflite` file.
-        images: array of shape `(batch, ...)` matching the model input.
+        images: array of shape `(batch, ...)` matching the model input, or, for a model
+            with several inputs, a dict `{input name: array}` keyed by the names of the
+            Keras model's inputs (the names of the SavedModel's `serve` signature).
         num_threads: int. Interpreter threads. Defaults to 1.
 
     Returns:
@@ -103,46 +131,64 @@ def tflite_predict(tflite_path, images, num_threads=1):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    images = np.asarray(images)
     interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
+    if isinstance(images, dict):
+        runner = interpreter.get_signature_runner("serving_default")
+        details = runner.get_input_details()
+        outputs = runner(
+            **{name: _quantize(np.asarray(images[name]), details[name]) for name in details}
+        )
+        first = min(outputs, key=_output_position)
+        return _dequantize(outputs[first], runner.get_output_details()[first])
+    images = np.asarray(images)
     input_detail = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(input_detail["index"], list(images.shape))
     interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
-    batch = images.astype(input_detail["dtype"])
-    if input_detail["dtype"] in (np.int8, np.uint8):
-        scale, zero_point = input_detail["quantization"]
-        batch = np.round(images / scale + zero_point).astype(input_detail["dtype"])
-    interpreter.set_tensor(input_detail["index"], batch)
+    interpreter.set_tensor(input_detail["index"], _quantize(images, input_detail))
     interpreter.invoke()
-    output = interpreter.get_tensor(output_detail["index"])
-    if output_detail["dtype"] in (np.int8, np.uint8):
-        scale, zero_point = output_detail["quantization"]
-        output = (output.astype(np.float32) - zero_point) * scale
-    return output
+    return _dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
 
 
-def parity_report(model, tflite_path, images, tolerance=1e-4, quantization="none"):
+def parity_report(
+    model, tflite_path, images, tolerance=1e-4, quantization="none", class_outputs=True
+):
     """Compares Keras and LiteRT outputs on `images`.
+
+    Args:
+        model: the Keras model the `.tflite` file was converted from.
+        tflite_path: the `.tflite` file.
+        images: model inputs: an array, or a list of arrays for a model with several
+            inputs (in the order of `model.inputs`).
+        tolerance: float. Largest max abs error an fp32 export may have. Defaults to 1e-4.
+        quantization: str. The export's quantization. Defaults to `"none"`.
+        class_outputs: bool. Whether the last output axis holds class scores, for which
+            `top1_agreement` is reported. Defaults to True.
 
     Returns:
         dict with `max_abs_error`, `top1_agreement` (for class outputs), `samples`,
         `tolerance`, `file_bytes` and `passed` (max error within tolerance; only fp32 exports
         are held to it, quantized ones are reported).
     """
-    images = np.asarray(images, dtype=np.float32)
-    expected = np.asarray(model.predict(images, verbose=0), dtype=np.float64)
-    actual = np.asarray(tflite_predict(tflite_path, images), dtype=np.float64)
+    if isinstance(images, (list, tuple)):
+        inputs = [np.asarray(array, dtype=np.float32) for array in images]
+        litert_inputs = {
+            tensor.name: array for tensor, array in zip(model.inputs, inputs, strict=True)
+        }
+    else:
+        inputs = litert_inputs = np.asarray(images, dtype=np.float32)
+    expected = np.asarray(model.predict(inputs, verbose=0), dtype=np.float64)
+    actual = np.asarray(tflite_predict(tflite_path, litert_inputs), dtype=np.float64)
     max_abs_error = float(np.max(np.abs(expected - actual)))
     report = {
         "quantization": quantization,
-        "samples": int(images.shape[0]),
+        "samples": int(expected.shape[0]),
         "max_abs_error": max_abs_error,
         "tolerance": tolerance,
         "file_bytes": int(tf.io.gfile.stat(str(tflite_path)).length),
     }
-    if expected.ndim >= 2:
+    if class_outputs and expected.ndim >= 2:
         # Share of images (classification) or pixels (segmentation) with the same top class.
         agreement = np.mean(expected.argmax(axis=-1) == actual.argmax(axis=-1))
         report["top1_agreement"] = float(agreement)

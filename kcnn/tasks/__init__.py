@@ -1,6 +1,15 @@
 """Task models: a backbone plus the head, losses and metrics of one task."""
 
 from kcnn.tasks.classification import ClassificationTask, build_classifier
+from kcnn.tasks.inpainting import (
+    HoleL1,
+    InpaintingLoss,
+    InpaintingTask,
+    PeakSignalToNoiseRatio,
+    StructuralSimilarity,
+    inpainting_loss,
+    inpainting_scores,
+)
 from kcnn.tasks.losses import (
     CrossEntropyLoss,
     DiceLoss,
@@ -11,7 +20,7 @@ from kcnn.tasks.losses import (
 )
 from kcnn.tasks.segmentation import SegmentationTask, segmentation_scores
 
-TASKS = {task.name: task for task in (ClassificationTask(), SegmentationTask())}
+TASKS = {task.name: task for task in (ClassificationTask(), SegmentationTask(), InpaintingTask())}
 
 __all__ = [
     "TASKS",
@@ -19,10 +28,17 @@ __all__ = [
     "CrossEntropyLoss",
     "DiceLoss",
     "FocalLoss",
+    "HoleL1",
+    "InpaintingLoss",
+    "InpaintingTask",
     "JaccardLoss",
+    "PeakSignalToNoiseRatio",
     "SegmentationTask",
+    "StructuralSimilarity",
     "SumLoss",
     "build_classifier",
+    "inpainting_loss",
+    "inpainting_scores",
     "segmentation_loss",
     "segmentation_scores",
 ]

@@ -71,6 +71,7 @@ class ClassificationTask:
     """What the training loop needs to know about image classification."""
 
     name = "classification"
+    class_outputs = True
     plots = ("confusion_matrix.png",)
 
     def load_data(self, name, **kwargs):
@@ -84,6 +85,10 @@ class ClassificationTask:
         return make_dataset(
             images, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
         )
+
+    def model_inputs(self, images, labels):
+        """Float32 model inputs in [0, 1] from uint8 images (labels are not model inputs)."""
+        return np.asarray(images, dtype="float32") / 255.0
 
     def loss(self, train_config):
         return keras.losses.SparseCategoricalCrossentropy()

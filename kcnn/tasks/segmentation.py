@@ -49,6 +49,7 @@ class SegmentationTask:
     """What the training loop needs to know about segmentation."""
 
     name = "segmentation"
+    class_outputs = True
     plots = ("predictions.png",)
 
     def load_data(self, name, **kwargs):
@@ -62,6 +63,10 @@ class SegmentationTask:
         return make_segmentation_dataset(
             images, masks, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
         )
+
+    def model_inputs(self, images, masks):
+        """Float32 model inputs in [0, 1] from uint8 images (masks are not model inputs)."""
+        return np.asarray(images, dtype="float32") / 255.0
 
     def loss(self, train_config):
         return segmentation_loss(train_config.loss or DEFAULT_LOSS, train_config.ignore_index)

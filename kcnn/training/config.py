@@ -28,7 +28,7 @@ from kcnn.export.options import EXPORT_FORMATS, QUANTIZATIONS
 from kcnn.models.classic.googlenet import AUX_LOSS_WEIGHT
 from kcnn.training.transfer import PRETRAINED_SUFFIXES, check_layer_selector
 
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "inpainting")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 SCHEDULES = ("constant", "cosine")
@@ -39,7 +39,8 @@ class DataConfig:
     """Where the data comes from and how it is batched.
 
     `name` is a dataset of `kcnn.data` for the task: "fashion_mnist", "digits",
-    "image_folder" (classification), "shapes", "segmentation_folders" (segmentation); `args`
+    "image_folder" (classification), "shapes", "segmentation_folders" (segmentation),
+    "photos" (inpainting); `args`
     are its own keyword arguments (e.g. `train_count` for shapes). When it is not available
     on this machine and `fallback` names another, that one is used and the run says so.
     `train_per_class` keeps that many training images of each class (seeded by
@@ -88,7 +89,10 @@ class ModelConfig:
 @dataclasses.dataclass
 class TrainConfig:
     """Optimisation. `loss` weights named losses of the task (segmentation:
-    `{"crossentropy": 1.0, "dice": 1.0}` by default; see `kcnn.tasks.losses`), and pixels
+    `{"crossentropy": 1.0, "dice": 1.0}` by default, see `kcnn.tasks.losses`; inpainting:
+    `{"valid": 1, "hole": 6, "tv": 0.1, "perceptual": 0.05, "style": 120}` by default and
+    `vgg16_weights`, a local file the perceptual and style terms need, see
+    `kcnn.tasks.inpainting`), and pixels
     labelled `ignore_index` count in no loss or metric. A model with auxiliary classifiers
     (GoogLeNet with `aux_heads: true`) adds their losses times `aux_loss_weight` while
     training (see `kcnn.training.auxiliary`)."""

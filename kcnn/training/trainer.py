@@ -8,7 +8,7 @@ A run folder holds everything a finished experiment produced:
       metrics.json         test-split metrics, data set, timing
       history.csv          per-epoch metrics (appended across a resumed run)
       curves.png           training curves
-      confusion_matrix.png (classification) / predictions.png (segmentation)
+      confusion_matrix.png (classification) / predictions.png (segmentation, inpainting)
       logs/                TensorBoard logs
       saved_model/         TensorFlow SavedModel
       model.tflite         LiteRT flatbuffer, builtin ops only
@@ -217,10 +217,6 @@ def apply_transfer(model, model_config):
     return record
 
 
-def _as_model_input(images):
-    return np.asarray(images, dtype="float32") / 255.0
-
-
 def export_run(model, run_dir, config, dataset, quantization=None):
     """Writes `saved_model/`, `model.tflite` and `export_report.json` into a run folder.
 
@@ -232,6 +228,7 @@ def export_run(model, run_dir, config, dataset, quantization=None):
             `config.export.parity_tolerance` (the report is still written).
     """
     run_dir = Path(run_dir)
+    task = TASKS[config.task]
     quantization = quantization or config.export.quantization
     report = {"formats": list(config.export.formats)}
     saved_model_dir = run_dir / "saved_model"
@@ -246,11 +243,17 @@ def export_run(model, run_dir, config, dataset, quantization=None):
             tflite_path,
             saved_model_dir=saved_model_dir if saved_model_dir.exists() else None,
             quantization=quantization,
-            representative_images=_as_model_input(dataset.x_train[:256]),
+            representative_images=task.model_inputs(dataset.x_train[:256], dataset.y_train[:256]),
         )
-        samples = _as_model_input(dataset.x_test[: config.export.parity_samples])
+        count = config.export.parity_samples
+        samples = task.model_inputs(dataset.x_test[:count], dataset.y_test[:count])
         report["tflite"] = parity_report(
-            model, tflite_path, samples, config.export.parity_tolerance, quantization
+            model,
+            tflite_path,
+            samples,
+            config.export.parity_tolerance,
+            quantization,
+            class_outputs=task.class_outputs,
         )
         report["tflite"]["path"] = str(tflite_path)
     _write_json(run_dir / "export_report.json", report)
@@ -435,8 +438,8 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
     _log(
         f"data: {dataset.name}, {len(x_train)} train / "
         f"{0 if validation is None else len(validation[0])} validation / "
-        f"{len(dataset.x_test)} test images of shape {dataset.x_train.shape[1:]}, "
-        f"{len(dataset.class_names)} classes"
+        f"{len(dataset.x_test)} test images of shape {dataset.x_train.shape[1:]}"
+        + (f", {len(dataset.class_names)} classes" if dataset.class_names else "")
     )
     batch_size = config.data.batch_size
 
