@@ -33,7 +33,7 @@ def export_saved_model(model, path):
     return path
 
 
-def _converter(saved_model_dir, quantization, representative_images):
+def _converter(saved_model_dir, quantization, representative_images, input_names):
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization == "fp16":
@@ -44,7 +44,6 @@ def _converter(saved_model_dir, quantization, representative_images):
     elif quantization == "int8":
         if representative_images is None:
             raise ValueError("`quantization='int8'` needs `representative_images`.")
-        # One array, or one per model input (a model with several inputs).
         several = isinstance(representative_images, (list, tuple))
         arrays = [
             np.asarray(array, dtype=np.float32)
@@ -53,7 +52,10 @@ def _converter(saved_model_dir, quantization, representative_images):
 
         def representative_dataset():
             for index in range(len(arrays[0])):
-                yield [array[index : index + 1] for array in arrays]
+                samples = [array[index : index + 1] for array in arrays]
+                # The converter orders a list by the signature's (sorted) input names, not
+                # by the model's inputs: name them.
+                yield dict(zip(input_names, samples, strict=True)) if several else samples
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
@@ -91,7 +93,8 @@ def export_tflite(
         if saved_model_dir is None:
             saved_model_dir = temporary.with_name("saved_model")
             model.export(str(saved_model_dir), format="tf_saved_model", verbose=False)
-        converter = _converter(saved_model_dir, quantization, representative_images)
+        input_names = [tensor.name for tensor in model.inputs]
+        converter = _converter(saved_model_dir, quantization, representative_images, input_names)
         temporary.write_bytes(converter.convert())
     return path
 
