@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+
+from kcnn.data.detection import load_detection_data, make_detection_dataset, pad_boxes
+from kcnn.data.shapes import SHAPE_CLASSES, make_shapes
+
+
+def boxes_from_pixels(instance_ids, masks):
+    """Tight (x_min, y_min, x_max, y_max, class) of every instance, from its pixels alone."""
+    rows = []
+    for instance in range(1, instance_ids.max() + 1):
+        ys, xs = np.nonzero(instance_ids == instance)
+        # make_shapes masks number shapes from 1 (0 is background); detection classes from 0.
+        rows.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, masks[ys[0], xs[0]] - 1])
+    return np.array(rows, np.float32).reshape(-1, 5)
+
+
+def collect(dataset):
+    images, boxes = zip(*dataset.as_numpy_iterator(), strict=True)
+    return np.concatenate(images), np.concatenate(boxes)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return load_detection_data("shapes", train_count=12, test_count=6, image_size=32, seed=4)
+
+
+def test_shapes_boxes_are_padded_tight_boxes_of_each_instance(shapes):
+    assert shapes.x_train.shape == (12, 32, 32, 3) and shapes.x_train.dtype == np.uint8
+    assert shapes.y_train.shape == (12, 3, 5) and shapes.y_train.dtype == np.float32
+    assert shapes.class_names == SHAPE_CLASSES == ("circle", "square", "triangle", "star")
+    assert shapes.num_classes == 4 and shapes.max_boxes == 3
+
+    scenes = make_shapes(12, image_size=32, seed=4)
+    np.testing.assert_array_equal(shapes.x_train, scenes.images)
+    counts = []
+    for index, padded in enumerate(shapes.y_train):
+        expected = boxes_from_pixels(scenes.instance_ids[index], scenes.masks[index])
+        counts.append(len(expected))
+        np.testing.assert_array_equal(padded[: len(expected)], expected)
+        np.testing.assert_array_equal(padded[len(expected) :], -1.0)
+    assert min(counts) < 3 and max(counts) > 1  # there are padding rows and several boxes
+
+
+def test_test_scenes_use_another_seed(shapes):
+    assert shapes.x_test.shape == (6, 32, 32, 3)
+    train_again = make_shapes(6, image_size=32, seed=4).images
+    assert not any(np.array_equal(test, train) for test in shapes.x_test for train in train_again)
+    other = load_detection_data("shapes", train_count=1, test_count=6, image_size=32, seed=4)
+    np.testing.assert_array_equal(other.y_test, shapes.y_test)
+
+
+def test_dataset_scales_images_and_keeps_boxes(shapes):
+    images, boxes = collect(make_detection_dataset(shapes.x_train, shapes.y_train, batch_size=5))
+    assert images.dtype == np.float32 and boxes.dtype == np.float32
+    np.testing.assert_allclose(images, shapes.x_train / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(boxes, shapes.y_train)
+
+
+def test_flip_mirrors_boxes_with_the_image():
+    scenes = make_shapes(16, image_size=(24, 40), seed=1, max_shapes=4)
+    classes = [image_classes - 1 for image_classes in scenes.box_classes]
+    padded = pad_boxes(scenes.boxes, classes, 4)
+    dataset = make_detection_dataset(scenes.images, padded, batch_size=8, augment="flip", seed=3)
+
+    images, boxes = collect(dataset)
+    flipped = []
+    for index in range(16):
+        image = np.round(images[index] * 255).astype(np.uint8)
+        was_flipped = not np.array_equal(image, scenes.images[index])
+        flipped.append(was_flipped)
+        ids, masks = scenes.instance_ids[index], scenes.masks[index]
+        if was_flipped:
+            np.testing.assert_array_equal(image, scenes.images[index][:, ::-1])
+            ids, masks = ids[:, ::-1], masks[:, ::-1]
+        # Boxes still hug the (possibly flipped) pixels of their instance; padding rows stay -1.
+        expected = boxes_from_pixels(ids, masks)
+        np.testing.assert_array_equal(boxes[index, : len(expected)], expected)
+        np.testing.assert_array_equal(boxes[index, len(expected) :], -1.0)
+        if was_flipped:
+            original = padded[index, : len(expected)]
+            np.testing.assert_array_equal(boxes[index, : len(expected), 0], 40 - original[:, 2])
+            np.testing.assert_array_equal(boxes[index, : len(expected), 2], 40 - original[:, 0])
+    assert 0 < sum(flipped) < 16
+
+    _, again = collect(dataset)
+    _, same_seed = collect(
+        make_detection_dataset(scenes.images, padded, batch_size=8, augment="flip", seed=3)
+    )
+    assert not np.array_equal(again, boxes)  # a new epoch draws new flips
+    np.testing.assert_array_equal(same_seed, boxes)
+
+
+def test_shuffle_keeps_images_and_boxes_together(shapes):
+    dataset = make_detection_dataset(
+        shapes.x_train, shapes.y_train, batch_size=4, shuffle=True, seed=2
+    )
+    images, boxes = collect(dataset)
+    order = [
+        next(i for i, image in enumerate(shapes.x_train) if np.allclose(image / 255.0, shuffled))
+        for shuffled in images
+    ]
+    assert sorted(order) == list(range(12)) and order != list(range(12))
+    np.testing.assert_array_equal(boxes, shapes.y_train[order])
+
+
+def test_bad_arguments_name_the_argument(shapes):
+    images, boxes = shapes.x_train, shapes.y_train
+    with pytest.raises(ValueError, match=r"`boxes` must have shape \(N, max_boxes, 5\)"):
+        make_detection_dataset(images, boxes[..., :4])
+    with pytest.raises(ValueError, match=r"len\(images\)=12, len\(boxes\)=11"):
+        make_detection_dataset(images, boxes[:11])
+    fractional = boxes.copy()
+    fractional[0, 0, 4] = 1.5
+    with pytest.raises(ValueError, match="class column of `boxes` must hold 0-based"):
+        make_detection_dataset(images, fractional)
+    outside = boxes.copy()
+    outside[0, 0, 2] = 33
+    with pytest.raises(ValueError, match=r"0 <= x_min < x_max <= width.*\(32, 32\)"):
+        make_detection_dataset(images, outside)
+    with pytest.raises(ValueError, match="`augment` must be None, a callable, or one of"):
+        make_detection_dataset(images, boxes, augment="flip_translate")
+    with pytest.raises(ValueError, match="`batch_size` must be an int >= 1"):
+        make_detection_dataset(images, boxes, batch_size=0)
+    with pytest.raises(ValueError, match=r"Unknown detection dataset `name`='coco'"):
+        load_detection_data("coco")
+    with pytest.raises(ValueError, match=r"does not accept keyword argument\(s\) \['count'\]"):
+        load_detection_data("shapes", count=3)
+    with pytest.raises(ValueError, match="Image 0 has 2 boxes, more than `max_boxes`=1"):
+        pad_boxes([np.zeros((2, 4))], [np.zeros(2)], max_boxes=1)
