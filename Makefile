@@ -69,7 +69,7 @@ evaluate: setup
 
 export: setup
 	@test -n "$(RUN)" || (echo "usage: make export RUN=runs/<name>" && exit 2)
-	$(KCNN) export $(RUN)
+	$(KCNN) export $(RUN) $(if $(QUANTIZATION),--quantization $(QUANTIZATION))
 
 analyze: setup
 	$(KCNN) analyze $(CONFIG)

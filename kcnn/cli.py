@@ -9,7 +9,7 @@ USAGE_EXAMPLES = """examples:
   kcnn train configs/fashion_mnist.yaml
   kcnn train configs/digits.yaml --override train.epochs=3 --override data.batch_size=64
   kcnn evaluate runs/fashion_mnist
-  kcnn export runs/fashion_mnist --quantization dynamic
+  kcnn export runs/fashion_mnist --quantization none fp16 dynamic int8
   kcnn analyze configs/fashion_mnist.yaml
   kcnn explain runs/fashion_mnist --image shirt.png --method gradcam --output gradcam.png
 """
@@ -47,12 +47,28 @@ def _parser():
     evaluate = commands.add_parser("evaluate", help="evaluate a finished run on its test split")
     evaluate.add_argument("run", help="run folder")
 
-    export = commands.add_parser("export", help="export a finished run to SavedModel/TFLite")
+    export = commands.add_parser(
+        "export",
+        help="export a finished run to SavedModel/TFLite and check each file against Keras",
+    )
     export.add_argument("run", help="run folder")
     export.add_argument(
         "--quantization",
+        nargs="+",
         choices=["none", "fp16", "dynamic", "int8"],
-        help="TFLite quantization (default: the run's config)",
+        help="TFLite modes, one file each (default: the run's export.quantization)",
+    )
+    export.add_argument(
+        "--int8-io",
+        action="store_true",
+        default=None,
+        help="int8 file with int8 input and output tensors (full-integer model)",
+    )
+    export.add_argument(
+        "--allow-flex",
+        action="store_true",
+        default=None,
+        help="allow TensorFlow (Flex) ops that the stock LiteRT interpreter lacks",
     )
 
     analyze = commands.add_parser(
@@ -96,7 +112,7 @@ def main(argv=None):
     arguments = _parser().parse_args(argv)
     # TensorFlow's C++ start-up INFO/WARNING lines bury the progress bar; errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from kcnn.export import ExportParityError
+    from kcnn.export import ExportError, ExportParityError
     from kcnn.training.checkpoint import TrainingDivergedError
     from kcnn.training.distribute import is_chief
 
@@ -126,7 +142,13 @@ def main(argv=None):
         elif arguments.command == "export":
             from kcnn.training import export
 
-            print(json.dumps(export(arguments.run, arguments.quantization), indent=2))
+            report = export(
+                arguments.run,
+                arguments.quantization,
+                allow_flex=arguments.allow_flex,
+                int8_io=arguments.int8_io,
+            )
+            print(json.dumps(report, indent=2))
         elif arguments.command == "analyze":
             _analyze(arguments.target)
         elif arguments.command == "explain":
@@ -146,6 +168,9 @@ def main(argv=None):
         return 2
     except TrainingDivergedError as error:
         print(f"kcnn {arguments.command}: error: {error}", file=sys.stderr)
+        return 1
+    except ExportError as error:
+        print(f"kcnn {arguments.command}: export failed: {error}", file=sys.stderr)
         return 1
     except ExportParityError as error:
         print(f"kcnn {arguments.command}: export failed the parity check: {error}", file=sys.stderr)

@@ -1,41 +1,79 @@
 """SavedModel and TFLite export.
 
 TFLite conversion uses builtin ops only (`TFLITE_BUILTINS`): a model that would need Flex
-(TensorFlow) ops fails to convert with the converter's message naming the ops, rather than
-producing a file the stock LiteRT interpreter cannot run.
+(TensorFlow) ops fails with an `ExportError` naming the ops, rather than producing a file the
+stock LiteRT interpreter cannot run, unless `allow_flex=True` is given.
 """
+
+import json
+import re
+import time
 
 import numpy as np
 import tensorflow as tf
 
 from kcnn._files import atomic_path
 from kcnn.export.options import QUANTIZATIONS
+from kcnn.export.serving import RAW_SIGNATURE, write_serving_saved_model
+
+
+class ExportError(RuntimeError):
+    """A model could not be exported as asked (e.g. it needs Flex ops)."""
 
 
 class ExportParityError(RuntimeError):
     """The exported model's outputs differ from Keras by more than the tolerance."""
 
 
-def export_saved_model(model, path):
-    """Writes `model` as a TensorFlow SavedModel with a `serve` endpoint.
+def export_saved_model(model, path, task=None, class_names=(), image_size=None, metadata=None):
+    """Writes `model` as a TensorFlow SavedModel.
 
+    Without `task` the SavedModel has Keras's `serve` endpoint only (float32 inputs, what
+    `model.export` writes). With `task` it also has a `serving_default` signature that takes
+    uint8 images of any size and returns what a user wants (see `kcnn.export.serving`).
     The previous folder at `path`, if any, is replaced only once the new one is complete.
 
     Args:
         model: a built `keras.Model`.
         path: folder to write.
+        task: None, `"classification"`, `"segmentation"` or `"inpainting"`.
+        class_names: class names, for the labels of classification's top-k output.
+        image_size: int or (height, width) to resize images to when the model's input
+            size is not static.
+        metadata: None or a JSON-able dict, written as `assets/metadata.json` so the
+            folder describes itself when copied alone.
 
     Returns:
         `path`.
     """
     with atomic_path(path) as temporary:
-        model.export(str(temporary), format="tf_saved_model", verbose=False)
+        if task is None:
+            model.export(str(temporary), format="tf_saved_model", verbose=False)
+        else:
+            write_serving_saved_model(model, temporary, task, class_names, image_size)
+        if metadata is not None:
+            (temporary / "assets").mkdir(exist_ok=True)
+            (temporary / "assets" / "metadata.json").write_text(json.dumps(metadata, indent=2))
     return path
 
 
-def _converter(saved_model_dir, quantization, representative_images, input_names):
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+def _flex_ops(message):
+    """The TensorFlow op names a converter error says have no builtin kernel."""
+    listed = re.findall(r"TF Select ops: ([^\n]+)", message)
+    if listed:
+        names = {name.strip() for line in listed for name in line.split(",")}
+    else:
+        names = set(re.findall(r"\btf\.(\w+)\(", message))
+    return sorted(name for name in names if name)
+
+
+def _converter(
+    saved_model_dir, quantization, representative_images, input_names, allow_flex, int8_io
+):
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model_dir), signature_keys=[RAW_SIGNATURE]
+    )
+    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
     if quantization == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -59,30 +97,52 @@ def _converter(saved_model_dir, quantization, representative_images, input_names
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        builtins = tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    elif int8_io:
+        raise ValueError(
+            "`int8_io=True` (full-integer input and output) needs `quantization='int8'`. "
+            f"Received: quantization={quantization!r}"
+        )
+    converter.target_spec.supported_ops = [builtins]
+    if allow_flex:
+        converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     return converter
 
 
 def export_tflite(
-    model, path, saved_model_dir=None, quantization="none", representative_images=None
+    model,
+    path,
+    saved_model_dir=None,
+    quantization="none",
+    representative_images=None,
+    allow_flex=False,
+    int8_io=False,
 ):
     """Converts `model` to a `.tflite` flatbuffer with builtin ops only.
 
     Args:
         model: a built `keras.Model`.
         path: the `.tflite` file to write (replaced only when conversion succeeded).
-        saved_model_dir: an existing SavedModel of `model` to convert from; written to a
-            temporary folder when None.
+        saved_model_dir: an existing SavedModel of `model` (with a `serve` endpoint) to
+            convert from; written to a temporary folder when None.
         quantization: one of `"none"`, `"fp16"`, `"dynamic"`, `"int8"`. Defaults to
             `"none"`.
         representative_images: float32 array of inputs for int8 calibration, or a list of
             arrays (one per input, in the order of the model's inputs).
+        allow_flex: bool. Let ops without a builtin kernel fall back to TensorFlow (Flex)
+            ops; the file then needs the Flex delegate. Defaults to False.
+        int8_io: bool. With `quantization="int8"`, make the input and output tensors int8
+            too (full-integer model). Defaults to False (float32 input and output).
 
     Returns:
         `path`.
 
     Raises:
         ValueError: if `quantization` is not in the set above.
+        ExportError: if the model needs Flex ops and `allow_flex` is False.
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(
@@ -94,8 +154,27 @@ def export_tflite(
             saved_model_dir = temporary.with_name("saved_model")
             model.export(str(saved_model_dir), format="tf_saved_model", verbose=False)
         input_names = [tensor.name for tensor in model.inputs]
-        converter = _converter(saved_model_dir, quantization, representative_images, input_names)
-        temporary.write_bytes(converter.convert())
+        converter = _converter(
+            saved_model_dir,
+            quantization,
+            representative_images,
+            input_names,
+            allow_flex,
+            int8_io,
+        )
+        try:
+            flatbuffer = converter.convert()
+        except Exception as error:  # the converter raises its own ConverterError
+            ops = _flex_ops(str(error))
+            if not ops or allow_flex:
+                raise
+            raise ExportError(
+                f"{model.name} needs TensorFlow ops that TFLite has no builtin kernel for: "
+                f"{', '.join(ops)}. Replace them, or pass `allow_flex=True` (`kcnn export "
+                "--allow-flex`) to keep them as Flex ops, which need the Flex delegate on "
+                "the device."
+            ) from None
+        temporary.write_bytes(flatbuffer)
     return path
 
 
@@ -119,6 +198,59 @@ def _output_position(name):
     return (int(digits) if digits.isdigit() else 0, name)
 
 
+class LiteRTRunner:
+    """A `.tflite` file loaded once in the LiteRT interpreter (`ai_edge_litert`), called on
+    batches like a Keras model.
+
+    Args:
+        tflite_path: the `.tflite` file.
+        num_threads: int. Interpreter threads. Defaults to 1.
+    """
+
+    def __init__(self, tflite_path, num_threads=1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = tflite_path
+        self.interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
+        self._shape = None
+
+    def __call__(self, images):
+        """Runs the file on `images`.
+
+        Args:
+            images: array of shape `(batch, ...)` matching the model input, or, for a
+                model with several inputs, a dict `{input name: array}` keyed by the names
+                of the Keras model's inputs (the names of the SavedModel's `serve`
+                signature). Float inputs are quantized for full-integer files.
+
+        Returns:
+            NumPy array of the model's first output (dequantized to float32 when the file's
+            output is integer).
+        """
+        if isinstance(images, dict):
+            # A kcnn file has one signature (`serve`); take whichever the file has.
+            (signature,) = self.interpreter.get_signature_list()
+            runner = self.interpreter.get_signature_runner(signature)
+            details = runner.get_input_details()
+            outputs = runner(
+                **{name: _quantize(np.asarray(images[name]), details[name]) for name in details}
+            )
+            first = min(outputs, key=_output_position)
+            return _dequantize(outputs[first], runner.get_output_details()[first])
+        images = np.asarray(images)
+        interpreter = self.interpreter
+        if self._shape != images.shape:
+            detail = interpreter.get_input_details()[0]
+            interpreter.resize_tensor_input(detail["index"], list(images.shape))
+            interpreter.allocate_tensors()
+            self._shape = images.shape
+        input_detail = interpreter.get_input_details()[0]
+        output_detail = interpreter.get_output_details()[0]
+        interpreter.set_tensor(input_detail["index"], _quantize(images, input_detail))
+        interpreter.invoke()
+        return _dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
+
+
 def tflite_predict(tflite_path, images, num_threads=1):
     """Runs a `.tflite` file on a batch with the LiteRT interpreter (`ai_edge_litert`).
 
@@ -132,30 +264,38 @@ def tflite_predict(tflite_path, images, num_threads=1):
     Returns:
         NumPy array of the model's first output for the batch.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    return LiteRTRunner(tflite_path, num_threads)(images)
 
-    interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
+
+def _first_sample(images):
     if isinstance(images, dict):
-        runner = interpreter.get_signature_runner("serving_default")
-        details = runner.get_input_details()
-        outputs = runner(
-            **{name: _quantize(np.asarray(images[name]), details[name]) for name in details}
-        )
-        first = min(outputs, key=_output_position)
-        return _dequantize(outputs[first], runner.get_output_details()[first])
-    images = np.asarray(images)
-    input_detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(input_detail["index"], list(images.shape))
-    interpreter.allocate_tensors()
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    interpreter.set_tensor(input_detail["index"], _quantize(images, input_detail))
-    interpreter.invoke()
-    return _dequantize(interpreter.get_tensor(output_detail["index"]), output_detail)
+        return {name: array[:1] for name, array in images.items()}
+    return images[:1]
+
+
+def tflite_latency_ms(tflite_path, images, runs=20):
+    """Median single-thread LiteRT latency, in milliseconds, of one sample of `images`
+    (batch 1, after one warm-up call)."""
+    runner = LiteRTRunner(tflite_path, num_threads=1)
+    sample = _first_sample(images)
+    runner(sample)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner(sample)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))
 
 
 def parity_report(
-    model, tflite_path, images, tolerance=1e-4, quantization="none", class_outputs=True
+    model,
+    tflite_path,
+    images,
+    tolerance=1e-4,
+    quantization="none",
+    class_outputs=True,
+    metric=None,
+    latency_runs=0,
 ):
     """Compares Keras and LiteRT outputs on `images`.
 
@@ -168,11 +308,16 @@ def parity_report(
         quantization: str. The export's quantization. Defaults to `"none"`.
         class_outputs: bool. Whether the last output axis holds class scores, for which
             `top1_agreement` is reported. Defaults to True.
+        metric: None or `(name, function)`: the task's metric, `function(outputs)` a float
+            where higher is better (e.g. test accuracy against the labels), reported for
+            Keras and LiteRT and as `metric_drop` (Keras minus LiteRT).
+        latency_runs: int. When > 0, also report `latency_ms`, the median single-thread
+            LiteRT time of one sample over this many runs. Defaults to 0.
 
     Returns:
-        dict with `max_abs_error`, `top1_agreement` (for class outputs), `samples`,
-        `tolerance`, `file_bytes` and `passed` (max error within tolerance; only fp32 exports
-        are held to it, quantized ones are reported).
+        dict with `max_abs_error`, `top1_agreement` (for class outputs), the metric keys,
+        `samples`, `tolerance`, `file_bytes`, `latency_ms` and `passed` (max error within
+        tolerance; only fp32 exports are held to it, quantized ones are reported).
     """
     if isinstance(images, (list, tuple)):
         inputs = [np.asarray(array, dtype=np.float32) for array in images]
@@ -195,5 +340,14 @@ def parity_report(
         # Share of images (classification) or pixels (segmentation) with the same top class.
         agreement = np.mean(expected.argmax(axis=-1) == actual.argmax(axis=-1))
         report["top1_agreement"] = float(agreement)
+    if metric is not None:
+        name, function = metric
+        keras_value, litert_value = float(function(expected)), float(function(actual))
+        report["metric"] = name
+        report[f"keras_{name}"] = keras_value
+        report[f"litert_{name}"] = litert_value
+        report["metric_drop"] = keras_value - litert_value
+    if latency_runs > 0:
+        report["latency_ms"] = tflite_latency_ms(tflite_path, litert_inputs, latency_runs)
     report["passed"] = quantization != "none" or max_abs_error <= tolerance
     return report

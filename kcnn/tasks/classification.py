@@ -73,6 +73,8 @@ class ClassificationTask:
     name = "classification"
     class_outputs = True
     plots = ("confusion_matrix.png",)
+    # Largest top-1 accuracy drop an int8 export may have (`export.int8_tolerance`).
+    int8_tolerance = 0.01
 
     def load_data(self, name, **kwargs):
         from kcnn.data import load_classification_data
@@ -89,6 +91,12 @@ class ClassificationTask:
     def model_inputs(self, images, labels):
         """Float32 model inputs in [0, 1] from uint8 images (labels are not model inputs)."""
         return np.asarray(images, dtype="float32") / 255.0
+
+    def export_metric(self, images, labels, class_names):
+        """`("accuracy", function)`: top-1 accuracy of model outputs on `labels`, the task
+        metric an export's parity report compares."""
+        labels = np.asarray(labels)
+        return "accuracy", lambda outputs: float(np.mean(outputs.argmax(axis=-1) == labels))
 
     def loss(self, train_config):
         return keras.losses.SparseCategoricalCrossentropy()

@@ -496,6 +496,21 @@ class InpaintingTask:
     name = "inpainting"
     plots = ("predictions.png",)
     class_outputs = False
+    # Largest PSNR drop (dB) an int8 export may have (`export.int8_tolerance`).
+    int8_tolerance = 0.5
+
+    def export_metric(self, images, masks, class_names):
+        """`("psnr", function)`: mean PSNR of the composited results of model outputs on
+        uint8 `images` with `masks` (1 = known), the task metric an export's parity report
+        compares."""
+        truth = np.asarray(images, dtype=np.float32) / 255.0
+        mask = np.asarray(masks, dtype=np.float32)
+
+        def psnr(outputs):
+            result = composite(truth, np.clip(outputs, 0.0, 1.0).astype(np.float32), mask)
+            return float(np.mean(inpainting_scores(truth, result, mask)["psnr"]))
+
+        return "psnr", psnr
 
     def load_data(self, name, **kwargs):
         from kcnn.data import load_inpainting_data

@@ -51,6 +51,8 @@ class SegmentationTask:
     name = "segmentation"
     class_outputs = True
     plots = ("predictions.png",)
+    # Largest mean-IoU drop an int8 export may have (`export.int8_tolerance`).
+    int8_tolerance = 0.02
 
     def load_data(self, name, **kwargs):
         from kcnn.data import load_segmentation_data
@@ -67,6 +69,19 @@ class SegmentationTask:
     def model_inputs(self, images, masks):
         """Float32 model inputs in [0, 1] from uint8 images (masks are not model inputs)."""
         return np.asarray(images, dtype="float32") / 255.0
+
+    def export_metric(self, images, masks, class_names):
+        """`("mean_iou", function)`: mean IoU of model outputs against `masks`, the task
+        metric an export's parity report compares."""
+        labels = np.asarray(masks, dtype=np.int64).ravel()
+        keep = (labels >= 0) & (labels < len(class_names))  # drops an ignore_index label
+
+        def mean_iou(outputs):
+            predictions = outputs.argmax(axis=-1).ravel()
+            matrix = confusion_matrix(labels[keep], predictions[keep], len(class_names))
+            return segmentation_scores(matrix, class_names)["mean_iou"]
+
+        return "mean_iou", mean_iou
 
     def loss(self, train_config):
         return segmentation_loss(train_config.loss or DEFAULT_LOSS, train_config.ignore_index)

@@ -10,9 +10,11 @@ A run folder holds everything a finished experiment produced:
       curves.png           training curves
       confusion_matrix.png (classification) / predictions.png (segmentation, inpainting)
       logs/                TensorBoard logs
-      saved_model/         TensorFlow SavedModel
-      model.tflite         LiteRT flatbuffer, builtin ops only
-      export_report.json   Keras vs LiteRT parity on held-out samples
+      saved_model/         TensorFlow SavedModel: uint8 `serving_default`, float `serve`
+      model.tflite         LiteRT flatbuffer (fp32), builtin ops only
+      model_<mode>.tflite  fp16 / dynamic / int8 files, when `export.quantization` asks
+      metadata.json        task, class names and the inputs each export takes
+      export_report.json   Keras vs LiteRT parity, task metric, size, latency per file
 
 A run that is interrupted (even by `kill -9`) keeps `backup/`, its last checkpoint, written
 atomically at each epoch end and every `runtime.checkpoint_every_steps` steps (see
@@ -46,6 +48,7 @@ from kcnn.export.exporters import (
     export_tflite,
     parity_report,
 )
+from kcnn.export.serving import serving_metadata
 from kcnn.models import get_model_entry
 from kcnn.tasks import TASKS
 from kcnn.training.auxiliary import AuxiliaryLossModel, auxiliary_output_names, main_output_model
@@ -217,52 +220,147 @@ def apply_transfer(model, model_config):
     return record
 
 
-def export_run(model, run_dir, config, dataset, quantization=None):
-    """Writes `saved_model/`, `model.tflite` and `export_report.json` into a run folder.
+def _tflite_name(quantization):
+    return "model.tflite" if quantization == "none" else f"model_{quantization}.tflite"
 
-    int8 calibration draws on the training split; parity is measured on the first
-    `config.export.parity_samples` test images.
+
+def _export_table(report):
+    """One line per TFLite file: size, latency, max error and the task metric."""
+    lines = []
+    for quantization, entry in report["tflite"].items():
+        if "error" in entry:
+            lines.append(f"  {_tflite_name(quantization):22} FAILED to run: {entry['error']}")
+            continue
+        metric = entry.get("metric")
+        line = (
+            f"  {_tflite_name(quantization):22} {entry['file_bytes'] / 1024:9.1f} KiB  "
+            f"{entry.get('latency_ms', float('nan')):7.2f} ms  max|err| "
+            f"{entry['max_abs_error']:.2e}"
+        )
+        if metric is not None:
+            line += (
+                f"  {metric} {entry[f'litert_{metric}']:.4f} (Keras {entry[f'keras_{metric}']:.4f})"
+            )
+        lines.append(line + ("" if entry["passed"] else "  FAILED"))
+    return "\n".join(lines)
+
+
+def export_run(model, run_dir, config, dataset, quantization=None, allow_flex=None, int8_io=None):
+    """Writes the exports of a run folder and checks them against Keras.
+
+    Writes `saved_model/` (the `serving_default` uint8 signature and the float `serve`
+    one, see `kcnn.export.serving`), one `.tflite` file per quantization (`model.tflite`
+    for fp32, `model_<mode>.tflite` otherwise), `metadata.json` (task, class names, inputs)
+    and `export_report.json`: per file, the max abs error against Keras, the task metric
+    (top-1 accuracy, mean IoU or PSNR) for Keras and LiteRT, top-1 agreement, file size and
+    single-thread LiteRT latency, on the first `config.export.parity_samples` test images.
+    int8 calibration draws on the training split.
+
+    Args:
+        quantization: None (the config's `export.quantization`), a mode or a list of modes.
+        allow_flex: None (the config's `export.allow_flex`) or bool.
+        int8_io: None (the config's `export.int8_io`) or bool.
 
     Raises:
-        ExportParityError: if the fp32 LiteRT output differs from Keras by more than
-            `config.export.parity_tolerance` (the report is still written).
+        ExportParityError: if the fp32 file differs from Keras by more than
+            `config.export.parity_tolerance`, or the int8 file drops the task metric by more
+            than `config.export.int8_tolerance` (the report is still written).
     """
     run_dir = Path(run_dir)
+    options = config.export
     task = TASKS[config.task]
-    quantization = quantization or config.export.quantization
-    report = {"formats": list(config.export.formats)}
+    if quantization is None:
+        quantizations = options.quantizations
+    else:
+        quantizations = [quantization] if isinstance(quantization, str) else list(quantization)
+    allow_flex = options.allow_flex if allow_flex is None else allow_flex
+    int8_io = options.int8_io if int8_io is None else int8_io
+    metadata = serving_metadata(model, config.task, dataset.class_names, config.data.image_size)
+    report = {"task": config.task, "formats": list(options.formats), "tflite": {}}
     saved_model_dir = run_dir / "saved_model"
-    if "saved_model" in config.export.formats:
-        export_saved_model(model, saved_model_dir)
-        report["saved_model"] = str(saved_model_dir)
-    if "tflite" in config.export.formats:
-        suffix = "" if quantization == "none" else f"_{quantization}"
-        tflite_path = run_dir / f"model{suffix}.tflite"
-        export_tflite(
+    if "saved_model" in options.formats:
+        export_saved_model(
             model,
-            tflite_path,
-            saved_model_dir=saved_model_dir if saved_model_dir.exists() else None,
-            quantization=quantization,
-            representative_images=task.model_inputs(dataset.x_train[:256], dataset.y_train[:256]),
+            saved_model_dir,
+            task=config.task,
+            class_names=dataset.class_names,
+            image_size=config.data.image_size,
+            metadata=metadata,
         )
-        count = config.export.parity_samples
-        samples = task.model_inputs(dataset.x_test[:count], dataset.y_test[:count])
-        report["tflite"] = parity_report(
-            model,
-            tflite_path,
-            samples,
-            config.export.parity_tolerance,
-            quantization,
-            class_outputs=task.class_outputs,
-        )
-        report["tflite"]["path"] = str(tflite_path)
+        report["saved_model"] = {
+            "path": str(saved_model_dir),
+            "signatures": sorted(metadata["signatures"]),
+        }
+    failures = []
+    if "tflite" in options.formats:
+        count = options.parity_samples
+        images, labels = dataset.x_test[:count], dataset.y_test[:count]
+        samples = task.model_inputs(images, labels)
+        metric = task.export_metric(images, labels, dataset.class_names)
+        int8_tolerance = options.int8_tolerance
+        if int8_tolerance is None:
+            int8_tolerance = task.int8_tolerance
+        for mode in quantizations:
+            tflite_path = run_dir / _tflite_name(mode)
+            export_tflite(
+                model,
+                tflite_path,
+                saved_model_dir=saved_model_dir if saved_model_dir.exists() else None,
+                quantization=mode,
+                representative_images=task.model_inputs(
+                    dataset.x_train[:256], dataset.y_train[:256]
+                ),
+                allow_flex=allow_flex,
+                int8_io=int8_io and mode == "int8",
+            )
+            try:
+                entry = parity_report(
+                    model,
+                    tflite_path,
+                    samples,
+                    options.parity_tolerance,
+                    mode,
+                    class_outputs=task.class_outputs,
+                    metric=metric,
+                    latency_runs=options.latency_runs,
+                )
+            except RuntimeError as error:  # a kernel that fails to run in LiteRT
+                message = str(error).strip().splitlines()[-1]
+                report["tflite"][mode] = {
+                    "quantization": mode,
+                    "path": str(tflite_path),
+                    "file_bytes": tflite_path.stat().st_size,
+                    "error": message,
+                    "passed": False,
+                }
+                failures.append(f"{tflite_path.name} fails in the LiteRT interpreter: {message}")
+                continue
+            entry["path"] = str(tflite_path)
+            if not entry["passed"]:
+                failures.append(
+                    f"{tflite_path.name} differs from Keras by {entry['max_abs_error']:.3g} "
+                    f"(tolerance {entry['tolerance']})"
+                )
+            if mode == "int8":
+                entry["metric_tolerance"] = int8_tolerance
+                entry["passed"] = entry["metric_drop"] <= int8_tolerance
+                if not entry["passed"]:
+                    failures.append(
+                        f"{tflite_path.name} drops {entry['metric']} by "
+                        f"{entry['metric_drop']:.4g} (tolerance {int8_tolerance}: "
+                        "export.int8_tolerance)"
+                    )
+            report["tflite"][mode] = entry
+        metadata["tflite_files"] = {mode: _tflite_name(mode) for mode in report["tflite"]}
+        metadata["tflite_int8_io"] = bool(int8_io and "int8" in report["tflite"])
+    report["passed"] = not failures
+    _write_json(run_dir / "metadata.json", metadata)
     _write_json(run_dir / "export_report.json", report)
-    tflite = report.get("tflite")
-    if tflite is not None and not tflite["passed"]:
-        raise ExportParityError(
-            f"LiteRT output differs from Keras by {tflite['max_abs_error']:.3g} "
-            f"(tolerance {tflite['tolerance']}); see {run_dir / 'export_report.json'}"
-        )
+    if report["tflite"]:
+        shown = min(count, len(dataset.x_test))
+        _log(f"exports (LiteRT on {shown} test samples, 1 thread):\n{_export_table(report)}")
+    if failures:
+        raise ExportParityError("; ".join(failures) + f"; see {run_dir / 'export_report.json'}")
     return report
 
 
@@ -558,8 +656,16 @@ def evaluate(run_dir):
     return metrics
 
 
-def export(run_dir, quantization=None):
-    """Exports a finished run again (e.g. with another quantization)."""
+def export(run_dir, quantization=None, allow_flex=None, int8_io=None):
+    """Exports a finished run again (e.g. with other quantizations); see `export_run`."""
     config, model = load_run(run_dir)
     dataset = load_data(config.data, seed=config.runtime.seed, task=config.task)
-    return export_run(model, run_dir, config, dataset, quantization=quantization)
+    return export_run(
+        model,
+        run_dir,
+        config,
+        dataset,
+        quantization=quantization,
+        allow_flex=allow_flex,
+        int8_io=int8_io,
+    )

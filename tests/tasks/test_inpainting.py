@@ -267,8 +267,8 @@ def test_train_writes_the_run_folder_and_real_metrics(tmp_path):
     ]
     assert metrics["per_bucket"]["0-10%"]["images"] == 2
     report = json.loads((run_dir / "export_report.json").read_text())
-    assert report["tflite"]["passed"] and report["tflite"]["max_abs_error"] <= 1e-4
-    assert "top1_agreement" not in report["tflite"]
+    assert report["tflite"]["none"]["passed"] and report["tflite"]["none"]["max_abs_error"] <= 1e-4
+    assert "top1_agreement" not in report["tflite"]["none"]
     assert evaluate(run_dir)["psnr"] == pytest.approx(metrics["psnr"], rel=1e-6)
     assert TASKS["inpainting"].summary(metrics).startswith("test PSNR")
 

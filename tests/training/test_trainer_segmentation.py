@@ -44,7 +44,10 @@ def test_segmentation_run_folder_and_metrics_are_real(tmp_path):
     assert metrics["mean_iou"] == expected["mean_iou"]
     assert metrics["pixel_accuracy"] == expected["pixel_accuracy"]
     report = json.loads((run_dir / "export_report.json").read_text())
-    assert report["tflite"]["max_abs_error"] <= 1e-4 and report["tflite"]["top1_agreement"] > 0.99
+    assert (
+        report["tflite"]["none"]["max_abs_error"] <= 1e-4
+        and report["tflite"]["none"]["top1_agreement"] > 0.99
+    )
     assert evaluate(run_dir)["mean_iou"] == metrics["mean_iou"]
 
 
