@@ -17,5 +17,6 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from kcnn import layers  # noqa: E402, F401  (registers kcnn layers for deserialization)
+from kcnn import detection  # noqa: E402, F401  (registers DetectionDecoder and DetectionLoss)
 
 __version__ = "0.1.0"

@@ -5,6 +5,14 @@ Built-in data needs no network: Fashion-MNIST from the Debian package
 scikit-image's public-domain photos, crops of those photos, and irregular hole masks.
 """
 
+from kcnn.data.detection import (
+    DETECTION_AUGMENTATIONS,
+    DETECTION_DATASETS,
+    DetectionData,
+    load_detection_data,
+    make_detection_dataset,
+    pad_boxes,
+)
 from kcnn.data.digits import DIGITS_CLASSES, load_digits
 from kcnn.data.fashion_mnist import (
     DEFAULT_FASHION_MNIST_DIR,
@@ -52,6 +60,9 @@ __all__ = [
     "AUGMENTATIONS",
     "CLASSIFICATION_DATASETS",
     "ClassificationData",
+    "DETECTION_AUGMENTATIONS",
+    "DETECTION_DATASETS",
+    "DetectionData",
     "INPAINTING_DATASETS",
     "InpaintingData",
     "SEGMENTATION_DATASETS",
@@ -69,6 +80,7 @@ __all__ = [
     "irregular_masks",
     "load_classification_data",
     "load_coco_detection",
+    "load_detection_data",
     "load_digits",
     "load_fashion_mnist",
     "load_image_folder",
@@ -79,9 +91,11 @@ __all__ = [
     "load_segmentation_data",
     "load_segmentation_folders",
     "make_dataset",
+    "make_detection_dataset",
     "make_inpainting_dataset",
     "make_segmentation_dataset",
     "make_shapes",
+    "pad_boxes",
     "per_class_subset",
     "read_idx",
     "read_image",
