@@ -29,8 +29,10 @@ from kcnn.viz.explain_plots import (
 )
 from kcnn.viz.plots import (
     confusion_matrix,
+    draw_boxes,
     plot_boxes,
     plot_confusion_matrix,
+    plot_detection_grid,
     plot_inpainting_grid,
     plot_segmentation_grid,
     plot_training_curves,
@@ -45,6 +47,7 @@ __all__ = [
     "conv_layer_names",
     "deep_dream",
     "deformable_sampling_locations",
+    "draw_boxes",
     "embed",
     "explain",
     "explain_run",
@@ -58,6 +61,7 @@ __all__ = [
     "plot_adversarial",
     "plot_boxes",
     "plot_confusion_matrix",
+    "plot_detection_grid",
     "plot_deep_dream",
     "plot_deformable_sampling",
     "plot_embedding",

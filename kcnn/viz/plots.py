@@ -40,7 +40,8 @@ def plot_training_curves(history, title=None):
         history, title = read_history(run_dir), title or run_dir.name
     values = getattr(history, "history", history)
     names = [name for name in values if not name.startswith("val_") and name != "epoch"]
-    names = names or [name[4:] for name in values if name.startswith("val_")]
+    # Metrics logged on validation data only (e.g. COCO mAP) get a panel of their own.
+    names += [name[4:] for name in values if name.startswith("val_") and name[4:] not in values]
     if not names:
         raise ValueError("`history` holds no metric to plot.")
     figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
@@ -199,24 +200,7 @@ def plot_segmentation_grid(images, masks, predictions, class_names, max_rows=6, 
     return figure
 
 
-def plot_boxes(image, boxes, labels, scores=None, class_names=None, title=None):
-    """Draws boxes with their class name (and score) on an image.
-
-    Args:
-        image: `(H, W)` or `(H, W, C)` array, uint8 or float in [0, 1].
-        boxes: `(N, 4)` pixel boxes `[x_min, y_min, x_max, y_max]` (what
-            `kcnn.data.load_coco_detection` returns).
-        labels: `(N,)` int class indices.
-        scores: `(N,)` floats or None (ground truth). Defaults to None.
-        class_names: sequence of names or None (the index is shown). Defaults to None.
-        title: str or None.
-
-    Returns:
-        A matplotlib `Figure`.
-
-    Raises:
-        ValueError: if boxes, labels and scores disagree in number, or a box is not (4,).
-    """
+def _box_arrays(boxes, labels, scores):
     boxes = np.asarray(boxes, dtype=np.float64)
     boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
     labels = np.asarray(labels, dtype=np.int64).ravel()
@@ -230,9 +214,17 @@ def plot_boxes(image, boxes, labels, scores=None, class_names=None, title=None):
             f"`scores` must have one value per box. Received: {len(scores)} scores and "
             f"{len(boxes)} boxes"
         )
-    image = np.asarray(image)
-    figure, axis = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
-    show_image(axis, image)
+    return boxes, labels
+
+
+def draw_boxes(axis, boxes, labels, scores=None, class_names=None):
+    """Draws `[x_min, y_min, x_max, y_max]` pixel boxes (exclusive max) on an axis that
+    shows their image, each labelled with its class name (and score), coloured by class.
+
+    Raises:
+        ValueError: if boxes, labels and scores disagree in number, or a box is not (4,).
+    """
+    boxes, labels = _box_arrays(boxes, labels, scores)
     colours = plt.get_cmap("tab10")(np.arange(10))
     for index, ((x_min, y_min, x_max, y_max), label) in enumerate(zip(boxes, labels, strict=True)):
         colour = colours[label % 10]
@@ -258,9 +250,74 @@ def plot_boxes(image, boxes, labels, scores=None, class_names=None, title=None):
             va="bottom",
             bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.0, "alpha": 0.85},
         )
+
+
+def plot_boxes(image, boxes, labels, scores=None, class_names=None, title=None):
+    """Draws boxes with their class name (and score) on an image.
+
+    Args:
+        image: `(H, W)` or `(H, W, C)` array, uint8 or float in [0, 1].
+        boxes: `(N, 4)` pixel boxes `[x_min, y_min, x_max, y_max]` (what
+            `kcnn.data.load_coco_detection` returns).
+        labels: `(N,)` int class indices.
+        scores: `(N,)` floats or None (ground truth). Defaults to None.
+        class_names: sequence of names or None (the index is shown). Defaults to None.
+        title: str or None.
+
+    Returns:
+        A matplotlib `Figure`.
+
+    Raises:
+        ValueError: if boxes, labels and scores disagree in number, or a box is not (4,).
+    """
+    _box_arrays(boxes, labels, scores)
+    image = np.asarray(image)
+    figure, axis = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+    show_image(axis, image)
+    draw_boxes(axis, boxes, labels, scores, class_names)
     if title:
         axis.set_title(title)
     figure.tight_layout()
+    return figure
+
+
+def plot_detection_grid(images, ground_truth, detections, class_names, max_rows=6, title=None):
+    """Rows of ground-truth boxes / detected boxes (class name and score) on images.
+
+    Args:
+        images: `(N, H, W, C)` uint8 or float in [0, 1].
+        ground_truth: N pairs `(boxes (n, 4), classes (n,))`, pixel boxes
+            `[x_min, y_min, x_max, y_max]`.
+        detections: N triples `(boxes (m, 4), classes (m,), scores (m,))`.
+        class_names: sequence of names, indexed by the classes.
+        max_rows: int. At most this many images. Defaults to 6.
+        title: str or None.
+
+    Returns:
+        A matplotlib `Figure`: one row per image, ground truth left, detections right.
+
+    Raises:
+        ValueError: if the three sequences differ in length, or a row's boxes, classes
+            and scores disagree in number.
+    """
+    if not len(images) == len(ground_truth) == len(detections):
+        raise ValueError(
+            "`images`, `ground_truth` and `detections` must describe the same images. "
+            f"Received lengths {len(images)}, {len(ground_truth)}, {len(detections)}"
+        )
+    rows = min(max_rows, len(images))
+    figure, axes = plt.subplots(rows, 2, figsize=(6, 3 * rows), squeeze=False)
+    for row in range(rows):
+        true_axis, detected_axis = axes[row]
+        show_image(true_axis, images[row], "ground truth" if row == 0 else None)
+        draw_boxes(true_axis, *ground_truth[row], class_names=class_names)
+        boxes, classes, scores = detections[row]
+        show_image(detected_axis, images[row], "detections" if row == 0 else None)
+        draw_boxes(detected_axis, boxes, classes, scores, class_names)
+        detected_axis.set_xlabel(f"{len(boxes)} detections", fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0, 1, 0.98 if title else 1))
     return figure
 
 

@@ -6,6 +6,7 @@ from kcnn.viz import (
     confusion_matrix,
     plot_boxes,
     plot_confusion_matrix,
+    plot_detection_grid,
     plot_inpainting_grid,
     plot_training_curves,
     save_figure,
@@ -78,6 +79,40 @@ def test_boxes_are_drawn_where_given_with_labels_and_scores(tmp_path):
         plot_boxes(image, boxes, [1])
     with pytest.raises(ValueError, match="`scores` must have one value per box"):
         plot_boxes(image, boxes, [1, 2], [0.5])
+
+
+def test_detection_grid_draws_ground_truth_left_and_detections_right():
+    images = np.zeros((3, 32, 32, 3), np.uint8)
+    ground_truth = [
+        (np.array([[2, 4, 12, 20]]), np.array([1])),
+        (np.zeros((0, 4)), np.array([], int)),
+        (np.array([[0, 0, 8, 8], [8, 8, 16, 16]]), np.array([0, 2])),
+    ]
+    detections = [
+        (np.array([[3, 4, 12, 21]]), np.array([1]), np.array([0.875])),
+        (np.zeros((0, 4)), np.array([], int), np.array([])),
+        (np.array([[0, 0, 8, 8]]), np.array([0]), np.array([0.5])),
+    ]
+    names = ["circle", "square", "star"]
+    figure = plot_detection_grid(images, ground_truth, detections, names, max_rows=2)
+    assert len(figure.axes) == 4  # two rows of ground truth / detections
+    true_axis, detected_axis = figure.axes[:2]
+    assert (true_axis.get_title(), detected_axis.get_title()) == ("ground truth", "detections")
+    assert [text.get_text() for text in true_axis.texts] == ["square"]
+    assert [text.get_text() for text in detected_axis.texts] == ["square 0.88"]
+    (rectangle,) = [patch for patch in detected_axis.patches if patch.get_width() > 0]
+    assert (rectangle.get_x(), rectangle.get_y(), rectangle.get_height()) == (2.5, 3.5, 17)
+    assert len(figure.axes[3].texts) == 0 and figure.axes[3].get_xlabel() == "0 detections"
+    with pytest.raises(ValueError, match="must describe the same images"):
+        plot_detection_grid(images, ground_truth[:2], detections, names)
+
+
+def test_training_curves_give_validation_only_metrics_a_panel():
+    history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "val_map": [0.1, 0.4]}
+    loss_axis, map_axis = plot_training_curves(history).axes
+    assert (loss_axis.get_title(), map_axis.get_title()) == ("loss", "map")
+    np.testing.assert_array_equal(map_axis.lines[0].get_ydata(), [0.1, 0.4])
+    assert map_axis.lines[0].get_label() == "validation"
 
 
 def test_inpainting_grid_has_four_columns_in_order(tmp_path):
