@@ -5,7 +5,9 @@ import math
 import keras
 
 from kcnn.backbones import level_stride, pyramid_features, sorted_levels
+from kcnn.detection.decode import DetectionDecoder
 from kcnn.layers import DeformableConv2D
+from kcnn.models.registry import register_model
 
 PRIOR_PROBABILITY = 0.01
 BATCH_NORM_MOMENTUM = 0.9
@@ -36,6 +38,7 @@ def _head_branch(x, convs, level):
     return x
 
 
+@register_model("detector", "detection", uses_backbone=True)
 def Detector(  # noqa: N802  (a model family, named like keras-hub's task models)
     backbone,
     num_classes,
@@ -201,3 +204,64 @@ def Detector(  # noqa: N802  (a model family, named like keras-hub's task models
         predictions
     )
     return keras.Model(inputs, predictions, name=name)
+
+
+def detector_strides(model):
+    """The strides of a `Detector`'s levels, finest first (8, 16, 32 for P3-P5).
+
+    Read from the model's per-level head layers (`head_P<k>_flatten`), so a detector
+    reloaded from a `.keras` file needs no separate record of its levels.
+
+    Raises:
+        ValueError: if `model` has no such layer (it is not a `Detector`).
+    """
+    levels = [
+        layer.name[len("head_") : -len("_flatten")]
+        for layer in model.layers
+        if layer.name.startswith("head_P") and layer.name.endswith("_flatten")
+    ]
+    if not levels:
+        raise ValueError(
+            f"`model` must be a kcnn Detector (per-level `head_P<k>_flatten` layers). "
+            f"Received: model {model.name!r}"
+        )
+    return tuple(level_stride(level) for level in sorted_levels(levels))
+
+
+def detection_decoder(model, **decoder_args):
+    """The `DetectionDecoder` of a `Detector`: its class count, input size and strides.
+
+    Args:
+        model: a `Detector` with a fixed input size.
+        **decoder_args: `score_threshold`, `iou_threshold`, `max_detections`, `name`.
+
+    Raises:
+        ValueError: if `model` is not a `Detector` or its input size is not fixed.
+    """
+    height, width = model.input_shape[1:3]
+    if height is None or width is None:
+        raise ValueError(
+            "Decoding needs the detector's input size (its anchor points depend on it). "
+            f"Received: a model with input_shape={model.input_shape}"
+        )
+    return DetectionDecoder(
+        num_classes=model.output_shape[-1] - 4,
+        image_size=(height, width),
+        strides=detector_strides(model),
+        **decoder_args,
+    )
+
+
+def detector_with_decoder(model, **decoder_args):
+    """`image -> model -> DetectionDecoder`: a model that returns final detections.
+
+    Its output is the dict of `DetectionDecoder` (`boxes`, `scores`, `classes`, `count`);
+    it converts to TFLite with builtin ops only, so the file takes an image and returns
+    detections after NMS. Shares `model`'s layers (and weights).
+
+    Args:
+        model: a `Detector` with a fixed input size.
+        **decoder_args: see `detection_decoder`.
+    """
+    decoder = detection_decoder(model, **decoder_args)
+    return keras.Model(model.inputs, decoder(model.outputs[0]), name=f"{model.name}_with_decoder")

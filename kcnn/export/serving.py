@@ -12,10 +12,17 @@ A kcnn SavedModel has two endpoints:
     `probabilities` (B, H, W, K), both at the input's size;
   - inpainting: `images` uint8 (B, H, W, 3) and `masks` uint8 (B, H, W, 1), nonzero = known
     pixel -> `inpainted` uint8 (B, H, W, 3), the known pixels kept and the holes filled, and
-    `prediction`, the network's float32 output in [0, 1].
+    `prediction`, the network's float32 output in [0, 1];
+  - detection: `images` uint8 (B, H, W, C) -> after decoding and per-class NMS, `boxes`
+    float32 (B, D, 4) `(x_min, y_min, x_max, y_max)` in pixels of the input image, `scores`
+    (B, D), `classes` int32 (B, D), `class_names` (B, D) strings and `count` int32 (B,):
+    image b has `count[b]` detections, best first; the rows after them are padding (boxes
+    and scores 0, class -1, name "").
 
 - `serve` is the Keras model itself on float32 inputs in [0, 1] (what `model.export` writes);
-  the TFLite files are converted from it.
+  the TFLite files are converted from it, except detection's, which are converted from the
+  detector followed by its decoder and NMS (`kcnn.detection.detector.detector_with_decoder`):
+  they take the float image and return the final detections, in model-input pixels.
 
 Neither needs kcnn to run: `tf.saved_model.load(path).signatures["serving_default"]` or
 `saved_model_cli run --dir PATH --tag_set serve --signature_def serving_default ...`.
@@ -100,10 +107,36 @@ def _inpainting_endpoint(model, size, class_names):
     return serve
 
 
+def _detection_endpoint(model, size, class_names):
+    # Imported here: kcnn.detection imports kcnn.backbones, which this module does not need.
+    from kcnn.detection.detector import detection_decoder
+
+    decoder = detection_decoder(model)
+    labels = tf.constant([str(name) for name in class_names])
+    model_height, model_width = decoder.image_size
+
+    def serve(images):
+        input_size = tf.cast(tf.shape(images)[1:3], tf.float32)
+        detections = decoder(model(_unit_images(images, size), training=False))
+        # Resizing maps pixel edges linearly, so box sides scale by the size ratio.
+        scale = tf.stack([input_size[1] / model_width, input_size[0] / model_height] * 2)
+        classes = detections["classes"]
+        return {
+            "boxes": detections["boxes"] * scale,
+            "scores": detections["scores"],
+            "classes": classes,
+            "class_names": tf.where(classes >= 0, tf.gather(labels, tf.maximum(classes, 0)), ""),
+            "count": detections["count"],
+        }
+
+    return serve
+
+
 ENDPOINTS = {
     "classification": _classification_endpoint,
     "segmentation": _segmentation_endpoint,
     "inpainting": _inpainting_endpoint,
+    "detection": _detection_endpoint,
 }
 
 
@@ -123,6 +156,12 @@ def _raw_signature(model):
 def serving_metadata(model, task, class_names, image_size=None):
     """What a client needs to call the exported files, as a JSON-able dict."""
     size = _spatial_size(model, image_size)
+    tflite_outputs = "as the `serve` signature"
+    if task == "detection":
+        tflite_outputs = (
+            "final detections after per-class NMS, in model_input_size pixels: boxes (B, D, 4) "
+            "xyxy, scores (B, D), classes (B, D) int32, -1 for padding rows, count (B,)"
+        )
     uint8_inputs = {
         spec.name: f"uint8 {[None, None, None, spec.shape[-1]]}"
         for spec in _uint8_signature(model, task)
@@ -146,6 +185,7 @@ def serving_metadata(model, task, class_names, image_size=None):
         },
         "tflite_inputs": "as the `serve` signature: float32 in [0, 1] at model_input_size "
         "(int8/uint8 with the file's quantization parameters for full-integer exports)",
+        "tflite_outputs": tflite_outputs,
     }
 
 
@@ -156,8 +196,8 @@ def write_serving_saved_model(model, directory, task, class_names, image_size=No
     Args:
         model: a built `keras.Model` of `task`.
         directory: folder to create.
-        task: `"classification"`, `"segmentation"` or `"inpainting"`.
-        class_names: the class names (top-k labels of classification).
+        task: `"classification"`, `"segmentation"`, `"inpainting"` or `"detection"`.
+        class_names: the class names (top-k labels of classification, detection labels).
         image_size: int or (height, width) the uint8 images are resized to when the model's
             input size is not static. None keeps the client's size.
     """

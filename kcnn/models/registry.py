@@ -4,12 +4,14 @@ Every builder takes `input_shape` and `num_classes` as keyword arguments (plus `
 kcnn backbone instance, for the families that sit on one) and its own keyword arguments, and
 returns a functional `keras.Model` ending in a float32 softmax: `(batch, num_classes)` for
 classification, `(batch, height, width, num_classes)` for segmentation. Inpainting models take
-`[masked_image, mask]` and return the float32 image (`num_classes` is ignored).
+`[masked_image, mask]` and return the float32 image (`num_classes` is ignored). Detection models
+return `(batch, points, 4 + num_classes)` box distances and class logits (see
+`kcnn.detection.Detector`).
 """
 
 import dataclasses
 
-TASKS = ("classification", "segmentation", "inpainting")
+TASKS = ("classification", "segmentation", "inpainting", "detection")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Task models: a backbone plus the head, losses and metrics of one task."""
 
 from kcnn.tasks.classification import ClassificationTask, build_classifier
+from kcnn.tasks.detection import DetectionTask
 from kcnn.tasks.inpainting import (
     HoleL1,
     InpaintingLoss,
@@ -20,12 +21,16 @@ from kcnn.tasks.losses import (
 )
 from kcnn.tasks.segmentation import SegmentationTask, segmentation_scores
 
-TASKS = {task.name: task for task in (ClassificationTask(), SegmentationTask(), InpaintingTask())}
+TASKS = {
+    task.name: task
+    for task in (ClassificationTask(), SegmentationTask(), InpaintingTask(), DetectionTask())
+}
 
 __all__ = [
     "TASKS",
     "ClassificationTask",
     "CrossEntropyLoss",
+    "DetectionTask",
     "DiceLoss",
     "FocalLoss",
     "HoleL1",

@@ -28,7 +28,7 @@ from kcnn.export.options import EXPORT_FORMATS, QUANTIZATIONS
 from kcnn.models.classic.googlenet import AUX_LOSS_WEIGHT
 from kcnn.training.transfer import PRETRAINED_SUFFIXES, check_layer_selector
 
-TASKS = ("classification", "segmentation", "inpainting")
+TASKS = ("classification", "segmentation", "inpainting", "detection")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 SCHEDULES = ("constant", "cosine")
@@ -40,7 +40,7 @@ class DataConfig:
 
     `name` is a dataset of `kcnn.data` for the task: "fashion_mnist", "digits",
     "image_folder" (classification), "shapes", "segmentation_folders" (segmentation),
-    "photos" (inpainting); `args`
+    "photos" (inpainting), "shapes" (detection); `args`
     are its own keyword arguments (e.g. `train_count` for shapes). When it is not available
     on this machine and `fallback` names another, that one is used and the run says so.
     `train_per_class` keeps that many training images of each class (seeded by
@@ -92,7 +92,8 @@ class TrainConfig:
     `{"crossentropy": 1.0, "dice": 1.0}` by default, see `kcnn.tasks.losses`; inpainting:
     `{"valid": 1, "hole": 6, "tv": 0.1, "perceptual": 0.05, "style": 120}` by default and
     `vgg16_weights`, a local file the perceptual and style terms need, see
-    `kcnn.tasks.inpainting`), and pixels
+    `kcnn.tasks.inpainting`; detection: `DetectionLoss` keyword arguments such as
+    `{"box_weight": 2.5, "box_loss": "ciou"}`, see `kcnn.tasks.detection`), and pixels
     labelled `ignore_index` count in no loss or metric. A model with auxiliary classifiers
     (GoogLeNet with `aux_heads: true`) adds their losses times `aux_loss_weight` while
     training (see `kcnn.training.auxiliary`)."""

@@ -8,10 +8,12 @@ A run folder holds everything a finished experiment produced:
       metrics.json         test-split metrics, data set, timing
       history.csv          per-epoch metrics (appended across a resumed run)
       curves.png           training curves
-      confusion_matrix.png (classification) / predictions.png (segmentation, inpainting)
+      confusion_matrix.png (classification) / predictions.png (segmentation, inpainting,
+                           detection)
       logs/                TensorBoard logs
       saved_model/         TensorFlow SavedModel: uint8 `serving_default`, float `serve`
-      model.tflite         LiteRT flatbuffer (fp32), builtin ops only
+      model.tflite         LiteRT flatbuffer (fp32), builtin ops only (detection: with
+                           decoding and NMS, image in, detections out)
       model_<mode>.tflite  fp16 / dynamic / int8 files, when `export.quantization` asks
       metadata.json        task, class names and the inputs each export takes
       export_report.json   Keras vs LiteRT parity, task metric, size, latency per file
@@ -191,6 +193,21 @@ def build_model(config, input_shape, num_classes):
     return entry.builder(input_shape=tuple(input_shape), num_classes=num_classes, **arguments)
 
 
+def task_loss(task, train_config, model):
+    """The task's loss. A task whose `loss` takes the model gets it: detection's loss needs
+    the detector's input size and level strides (its anchor points)."""
+    if "model" in inspect.signature(task.loss).parameters:
+        return task.loss(train_config, model=model)
+    return task.loss(train_config)
+
+
+def task_callbacks(task, model, dataset, validation, config):
+    """The callbacks a task adds to `fit` (detection: COCO mAP on the validation split);
+    none for a task without a `callbacks` method."""
+    callbacks = getattr(task, "callbacks", None)
+    return [] if callbacks is None else list(callbacks(model, dataset, validation, config))
+
+
 def apply_transfer(model, model_config):
     """Loads `model_config.pretrained` into `model` and freezes `model_config.freeze`.
 
@@ -252,8 +269,10 @@ def export_run(model, run_dir, config, dataset, quantization=None, allow_flex=No
     one, see `kcnn.export.serving`), one `.tflite` file per quantization (`model.tflite`
     for fp32, `model_<mode>.tflite` otherwise), `metadata.json` (task, class names, inputs)
     and `export_report.json`: per file, the max abs error against Keras, the task metric
-    (top-1 accuracy, mean IoU or PSNR) for Keras and LiteRT, top-1 agreement, file size and
-    single-thread LiteRT latency, on the first `config.export.parity_samples` test images.
+    (top-1 accuracy, mean IoU, PSNR or mAP@.5) for Keras and LiteRT, top-1 agreement, file
+    size and single-thread LiteRT latency, on the first `config.export.parity_samples` test
+    images. Detection's files hold the decoder and NMS; they pass when LiteRT's detections
+    match Keras's (`DetectionTask.compare_exports`).
     int8 calibration draws on the training split.
 
     Args:
@@ -300,12 +319,16 @@ def export_run(model, run_dir, config, dataset, quantization=None, allow_flex=No
         int8_tolerance = options.int8_tolerance
         if int8_tolerance is None:
             int8_tolerance = task.int8_tolerance
+        # A task may convert another model than `serve` (detection: the detector with its
+        # decoder and NMS) and compare its several outputs its own way.
+        tflite_model = task.tflite_model(model) if hasattr(task, "tflite_model") else model
+        converted_saved_model = saved_model_dir.exists() and tflite_model is model
         for mode in quantizations:
             tflite_path = run_dir / _tflite_name(mode)
             export_tflite(
-                model,
+                tflite_model,
                 tflite_path,
-                saved_model_dir=saved_model_dir if saved_model_dir.exists() else None,
+                saved_model_dir=saved_model_dir if converted_saved_model else None,
                 quantization=mode,
                 representative_images=task.model_inputs(
                     dataset.x_train[:256], dataset.y_train[:256]
@@ -315,7 +338,7 @@ def export_run(model, run_dir, config, dataset, quantization=None, allow_flex=No
             )
             try:
                 entry = parity_report(
-                    model,
+                    tflite_model,
                     tflite_path,
                     samples,
                     options.parity_tolerance,
@@ -323,6 +346,7 @@ def export_run(model, run_dir, config, dataset, quantization=None, allow_flex=No
                     class_outputs=task.class_outputs,
                     metric=metric,
                     latency_runs=options.latency_runs,
+                    compare=getattr(task, "compare_exports", None),
                 )
             except RuntimeError as error:  # a kernel that fails to run in LiteRT
                 message = str(error).strip().splitlines()[-1]
@@ -336,7 +360,9 @@ def export_run(model, run_dir, config, dataset, quantization=None, allow_flex=No
                 failures.append(f"{tflite_path.name} fails in the LiteRT interpreter: {message}")
                 continue
             entry["path"] = str(tflite_path)
-            if not entry["passed"]:
+            if not entry["passed"] and "mismatch" in entry:
+                failures.append(f"{tflite_path.name} {entry['mismatch']}")
+            elif not entry["passed"]:
                 failures.append(
                     f"{tflite_path.name} differs from Keras by {entry['max_abs_error']:.3g} "
                     f"(tolerance {entry['tolerance']})"
@@ -423,12 +449,14 @@ def _fit(
     callbacks,
     verbose,
     chief,
+    metric_callbacks=(),
 ):
     """Runs `model.fit` from the step a checkpoint `record` names (or from the start).
 
     A run resumed inside an epoch first finishes that epoch's remaining batches, then
     runs the remaining epochs, on the same stream of batches an uninterrupted run sees.
-    `train_data` is a function returning a fresh endless dataset.
+    `train_data` is a function returning a fresh endless dataset. `metric_callbacks` write
+    values into the epoch logs, so they run before the callbacks that record them.
     """
     epochs = config.train.epochs
     step = record["step"] if record else 0
@@ -444,7 +472,11 @@ def _fit(
         delete_on_end=False,
     )
     # The NaN guard goes first: it raises before a bad step could be checkpointed.
-    shared = [StopOnNonFiniteLoss(steps_per_epoch, backup if chief else None), checkpoint]
+    shared = [
+        StopOnNonFiniteLoss(steps_per_epoch, backup if chief else None),
+        *metric_callbacks,
+        checkpoint,
+    ]
     if chief:
         shared.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False))
     phases = []
@@ -583,7 +615,7 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
                 )
             training_model.compile(
                 optimizer=_optimizer(config.train, steps_per_epoch),
-                loss=task.loss(config.train),
+                loss=task_loss(task, config.train, model),
                 metrics=task.metrics(len(dataset.class_names), config.train),
                 jit_compile=config.runtime.jit_compile,
             )
@@ -599,6 +631,7 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
             callbacks,
             verbose,
             chief,
+            task_callbacks(task, model, dataset, validation, config),
         )
         if strategy is not tf.distribute.get_strategy():
             model = _undistributed_copy(model)

@@ -1,0 +1,249 @@
+"""Object detection: the anchor-free `Detector` trained with `DetectionLoss`, evaluated with
+COCO mAP, exported with its decoding and NMS.
+
+Conventions shared by the data, the model, the loss and the evaluation:
+
+- Targets are padded boxes `(B, max_boxes, 5)` = `(x_min, y_min, x_max, y_max, class)` in
+  pixels, class 0-based (no background class), -1 for padding rows
+  (`kcnn.data.detection.DetectionData`).
+- The model returns `(B, points, 4 + num_classes)` distances and class logits
+  (`kcnn.detection.Detector`); `kcnn.detection.detector.detection_decoder(model)` turns them
+  into boxes after per-class NMS.
+- One decoder setting (`DetectionDecoder`'s defaults: score >= 0.05, IoU 0.5, at most 100
+  detections) serves the evaluation, the SavedModel and the TFLite file, so the mAP in
+  `metrics.json` is the mAP of what the exports return.
+"""
+
+import inspect
+import math
+
+import numpy as np
+
+from kcnn.detection import (
+    COCOMetricsCallback,
+    DetectionLoss,
+    coco_evaluate,
+    to_coco_detections,
+    to_coco_ground_truth,
+)
+from kcnn.detection.detector import detection_decoder, detector_strides
+from kcnn.viz import plot_detection_grid
+
+# `train.loss` keys: the keyword arguments of DetectionLoss that the model does not fix.
+LOSS_KEYS = tuple(
+    name
+    for name in inspect.signature(DetectionLoss).parameters
+    if name not in ("num_classes", "image_size", "strides", "name", "kwargs")
+)
+# Largest relative difference of a LiteRT box from Keras's (pixels; absolute below 1 px).
+BOX_TOLERANCE = 1e-3
+# predictions.png shows detections scoring at least this much (metrics count them all).
+PLOT_SCORE_THRESHOLD = 0.3
+PLOT_IMAGES = 6
+
+
+def _ground_truth_rows(boxes):
+    """`(boxes (n, 4), classes (n,))` of one image's padded `(max_boxes, 5)` rows."""
+    boxes = np.asarray(boxes)
+    kept = boxes[boxes[:, 4] >= 0]
+    return kept[:, :4], kept[:, 4].astype(np.int64)
+
+
+def _as_numpy(detections):
+    return {name: np.asarray(value) for name, value in detections.items()}
+
+
+class DetectionTask:
+    """What the training loop needs to know about object detection."""
+
+    name = "detection"
+    plots = ("predictions.png",)
+    class_outputs = False
+    # Largest mAP@.5 drop an int8 export may have (`export.int8_tolerance`).
+    int8_tolerance = 0.02
+
+    def load_data(self, name, **kwargs):
+        from kcnn.data import load_detection_data
+
+        return load_detection_data(name, **kwargs)
+
+    def make_dataset(self, data, images, boxes, batch_size, shuffle=False, seed=0, augment=None):
+        from kcnn.data import make_detection_dataset
+
+        return make_detection_dataset(
+            images, boxes, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
+        )
+
+    def model_inputs(self, images, boxes):
+        """Float32 model inputs in [0, 1] from uint8 images (boxes are not model inputs)."""
+        return np.asarray(images, dtype="float32") / 255.0
+
+    def loss(self, train_config, model):
+        """`DetectionLoss` for `model`: its classes, input size and level strides (the anchor
+        points), with the `train.loss` mapping's keyword arguments (`LOSS_KEYS`).
+
+        Raises:
+            ValueError: for a `train.loss` key outside `LOSS_KEYS` (the message names it).
+        """
+        options = dict(train_config.loss or {})
+        unknown = sorted(set(options) - set(LOSS_KEYS))
+        if unknown:
+            raise ValueError(
+                f"Unknown detection loss key(s) {unknown} in `train.loss`. Known: {list(LOSS_KEYS)}"
+            )
+        return DetectionLoss(
+            num_classes=model.output_shape[-1] - 4,
+            image_size=tuple(model.input_shape[1:3]),
+            strides=detector_strides(model),
+            **options,
+        )
+
+    def metrics(self, num_classes, train_config):
+        # mAP needs decoding and NMS of whole images, not a per-batch Keras metric: the
+        # `callbacks` hook logs it on the validation split at each epoch end.
+        return []
+
+    def callbacks(self, model, dataset, validation, config):
+        """A `COCOMetricsCallback` logging `val_map`, `val_map50` and `val_map75` on the
+        validation split (`(images, boxes)`, or None: no callback)."""
+        if validation is None:
+            return []
+        images, boxes = validation
+        return [
+            COCOMetricsCallback(
+                images,
+                boxes,
+                dataset.class_names,
+                detection_decoder(model),
+                batch_size=config.data.batch_size,
+            )
+        ]
+
+    def detect(self, model, images, batch_size=32):
+        """Final detections of `model` on uint8 `images`: a dict of NumPy `boxes`, `scores`,
+        `classes`, `count` (see `kcnn.detection.DetectionDecoder`)."""
+        raw = model.predict(self.model_inputs(images, None), batch_size=batch_size, verbose=0)
+        return _as_numpy(detection_decoder(model)(raw))
+
+    def coco_scores(self, detections, boxes, class_names, image_size):
+        """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-class AP of decoded `detections`
+        against padded ground-truth `boxes` (see `kcnn.detection.coco_evaluate`)."""
+        ground_truth = to_coco_ground_truth(boxes, class_names, image_size)
+        results = to_coco_detections(
+            detections["boxes"], detections["scores"], detections["classes"], detections["count"]
+        )
+        return coco_evaluate(ground_truth, results)
+
+    def export_metric(self, images, boxes, class_names):
+        """`("map50", function)`: COCO mAP@.5 of decoded detections (the outputs of the
+        exported TFLite file, which decodes and suppresses itself, and of the Keras model
+        with its decoder) against `boxes`, the task metric an export's parity report
+        compares."""
+        image_size = np.asarray(images).shape[1:3]
+
+        def map50(detections):
+            return self.coco_scores(detections, boxes, class_names, image_size)["map50"]
+
+        return "map50", map50
+
+    def tflite_model(self, model):
+        """The model the TFLite files are converted from: `image -> model -> decoder`, so a
+        file takes an image and returns final detections (builtin ops only)."""
+        from kcnn.detection.detector import detector_with_decoder
+
+        return detector_with_decoder(model)
+
+    def compare_exports(self, expected, actual):
+        """Parity of LiteRT detections with Keras's (see `parity_report`'s `compare`).
+
+        They agree when every image has the same detection count, the same classes, row
+        by row, and boxes within `BOX_TOLERANCE` relative (absolute below 1 pixel).
+        `max_abs_error` is the largest box difference in pixels over the rows both have.
+        """
+        counts = np.asarray(expected["count"]), np.asarray(actual["count"])
+        same_count = counts[0] == counts[1]
+        rows = np.arange(expected["scores"].shape[1]) < np.minimum(*counts)[:, np.newaxis]
+        keras_boxes = np.asarray(expected["boxes"], np.float64)[rows]
+        box_error = np.abs(keras_boxes - np.asarray(actual["boxes"], np.float64)[rows])
+        score_error = np.abs(
+            np.asarray(expected["scores"], np.float64) - np.asarray(actual["scores"], np.float64)
+        )[rows]
+        relative = box_error / np.maximum(np.abs(keras_boxes), 1.0)
+        same_class = expected["classes"][rows] == actual["classes"][rows]
+        entries = {
+            "max_abs_error": float(box_error.max(initial=0.0)),
+            "max_relative_box_error": float(relative.max(initial=0.0)),
+            "max_score_error": float(score_error.max(initial=0.0)),
+            "count_agreement": float(np.mean(same_count)),
+            "class_agreement": float(np.mean(same_class)) if same_class.size else 1.0,
+            "box_tolerance": BOX_TOLERANCE,
+        }
+        problems = []
+        if not same_count.all():
+            problems.append(
+                f"{int(np.sum(~same_count))} of {len(same_count)} images have another "
+                "detection count"
+            )
+        if not same_class.all():
+            problems.append(f"{int(np.sum(~same_class))} detections have another class")
+        if entries["max_relative_box_error"] > BOX_TOLERANCE:
+            problems.append(
+                f"boxes differ by up to {entries['max_relative_box_error']:.3g} relative "
+                f"(tolerance {BOX_TOLERANCE})"
+            )
+        if problems:
+            entries["mismatch"] = "detects differently from Keras: " + "; ".join(problems)
+        return entries
+
+    def evaluate(self, model, data, batch_size, train_config):
+        """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-class AP on the test split, and the
+        `predictions.png` grid of ground truth and detections."""
+        detections = self.detect(model, data.x_test, batch_size)
+        scores = self.coco_scores(detections, data.y_test, data.class_names, data.x_test.shape[1:3])
+        decoder = detection_decoder(model)
+        metrics = {
+            "map": scores["map"],
+            "map50": scores["map50"],
+            "map75": scores["map75"],
+            # NaN (a class without test boxes) is not JSON; None says "no value".
+            "per_class_ap": {
+                name: None if math.isnan(value) else value
+                for name, value in scores["per_class"].items()
+            },
+            "test_images": int(len(data.x_test)),
+            "test_boxes": int(np.sum(np.asarray(data.y_test)[..., 4] >= 0)),
+            "decoder": {
+                "score_threshold": decoder.score_threshold,
+                "iou_threshold": decoder.iou_threshold,
+                "max_detections": decoder.max_detections,
+            },
+        }
+        shown = range(min(PLOT_IMAGES, len(data.x_test)))
+        shown_detections = []
+        for index in shown:
+            count = detections["count"][index]
+            keep = detections["scores"][index, :count] >= PLOT_SCORE_THRESHOLD
+            shown_detections.append(
+                (
+                    detections["boxes"][index, :count][keep],
+                    detections["classes"][index, :count][keep],
+                    detections["scores"][index, :count][keep],
+                )
+            )
+        figures = {
+            "predictions.png": plot_detection_grid(
+                data.x_test[: len(shown)],
+                [_ground_truth_rows(data.y_test[index]) for index in shown],
+                shown_detections,
+                data.class_names,
+                title=f"held-out images: ground truth and detections scoring >= "
+                f"{PLOT_SCORE_THRESHOLD}",
+            )
+        }
+        return metrics, figures
+
+    def summary(self, metrics):
+        return (
+            f"test mAP@[.5:.95] {metrics['map']:.4f}, mAP@.5 {metrics['map50']:.4f}, "
+            f"mAP@.75 {metrics['map75']:.4f} on {metrics['test_images']} images"
+        )
