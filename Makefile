@@ -10,7 +10,7 @@ PER_CLASS ?= 3
 SEEDS ?= 0
 PRETRAINED := runs/transfer_pretrain/model.keras
 
-.PHONY: setup train train-segment train-inpaint train-detect train-fashion transfer-demo notebooks test lint evaluate export analyze help
+.PHONY: setup train train-segment train-inpaint train-detect train-fashion transfer-demo notebooks notebook-pictures test lint evaluate export analyze help
 
 help:
 	@echo "make train          train the default experiment ($(CONFIG)), evaluate, plot, export"
@@ -59,6 +59,10 @@ $(PRETRAINED):
 # Executes every notebook top to bottom; outputs are not written back (git keeps them stripped).
 notebooks: setup
 	$(VENV)/bin/jupyter-execute --timeout=3600 --kernel_name=python3 notebooks/*.ipynb
+
+# Executes the notebooks and saves each one's README picture to docs/notebooks/.
+notebook-pictures: setup
+	$(PYTHON) scripts/notebook_pictures.py
 
 test: setup
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -49,15 +49,46 @@ def check_segmentation(outputs):
         )
 
 
+def check_inpainting(outputs):
+    assert outputs.count("all inside: True") == 6 and "all inside: False" not in outputs
+    black = _number(outputs, "holes left black: PSNR")
+    for model in ("pconv", "conv"):
+        assert _number(outputs, f"{model} test PSNR:") > black + 3.0
+        assert 0 < _number(outputs, rf"{model} test PSNR: \S+ SSIM:") <= 1
+    assert _number(outputs, "biharmonic test PSNR:") > black + 3.0
+
+
+def check_distributed_and_export(outputs):
+    assert _number(outputs, "replicas in sync:") == 2
+    assert _number(outputs, "test accuracy:") >= 0.9
+    assert _number(outputs, r"max \|SavedModel - Keras\|:") < 1e-5
+    assert _number(outputs, "fp32 max abs error:") < 1e-4
+    assert _number(outputs, "int8 accuracy drop:") <= 0.1  # tiny model: the drop is reported, not held
+
+
 CHECKS = {
     "arithmetic_and_layers.ipynb": check_arithmetic_and_layers,
     "classification.ipynb": check_classification,
+    "distributed_and_export.ipynb": check_distributed_and_export,
+    "inpainting.ipynb": check_inpainting,
     "segmentation.ipynb": check_segmentation,
 }
 
 
 def test_there_are_notebooks():
     assert NOTEBOOKS
+
+
+def test_every_notebook_has_its_readme_picture():
+    pictures = Path(__file__).parents[1] / "docs" / "notebooks"
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for path in NOTEBOOKS:
+        notebook = nbformat.read(path, as_version=4)
+        tagged = [c for c in notebook.cells if "readme-picture" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and tagged[0].cell_type == "code", path.name
+        picture = pictures / f"{path.stem}.png"
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
+        assert f"docs/notebooks/{path.stem}.png" in readme, path.name
 
 
 def test_notebooks_are_stored_without_outputs():
