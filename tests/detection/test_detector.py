@@ -162,3 +162,33 @@ def test_bad_arguments():
     odd = build_backbone("plain_cnn", input_shape=(36, 36, 3), filters=(8, 8, 8, 8))
     with pytest.raises(ValueError, match=r"divisible by the coarsest stride 8"):
         Detector(odd, 2, levels=("P2", "P3"))
+
+
+def test_one_step_under_mirrored_strategy_matches_one_device():
+    from ..layers import citizenship
+
+    citizenship.check_mirrored_strategy(
+        """
+        from kcnn.backbones import build_backbone
+        from kcnn.detection import DetectionLoss, Detector
+        from kcnn.training.trainer import synchronize_batch_norm
+
+        def model_fn():
+            backbone = build_backbone(
+                "plain_cnn", input_shape=(64, 64, 3), filters=(8, 16, 32, 64), convs_per_level=1
+            )
+            model = Detector(backbone, 2, neck_filters=8, head_filters=8)
+            synchronize_batch_norm(model)
+            return model
+
+        rng = np.random.default_rng(0)
+        inputs = rng.random((4, 64, 64, 3), dtype=np.float32)
+        targets = np.full((4, 3, 5), -1.0, np.float32)
+        targets[:, 0] = [
+            [4, 6, 30, 28, 0], [10, 10, 60, 50, 1], [32, 0, 64, 20, 0], [0, 30, 24, 62, 1]
+        ]
+        targets[1, 1] = [40, 40, 56, 62, 0]
+        """,
+        loss="DetectionLoss(2, 64, strides=(8, 16, 32))",
+        atol=2e-5,
+    )
