@@ -52,15 +52,19 @@ def varifocal_loss(logits, target_scores, alpha=0.75, gamma=2.0):
     return weight * cross_entropy
 
 
-def _replica_share(value):
-    """A batch-level loss divided by the number of replicas in sync.
+def _global_sum(value):
+    """`value` summed over the replicas in sync (itself without a strategy).
 
-    Keras divides a per-sample loss by the replica count when it reduces it; a loss whose
-    `call` returns a scalar skips that reduction, so it divides itself (as the losses of
-    `kcnn.tasks.losses` do).
+    The loss is normalised by the target scores of the *global* batch: each replica then
+    returns its own part of the global loss, and the replicas' summed gradients equal one
+    device's on the whole batch. (Dividing by the local sum instead would weight each
+    replica's images by how many targets that replica happened to get.)
     """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return value / replicas if replicas > 1 else value
+    value = ops.stop_gradient(value)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        value = context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+    return value
 
 
 @register
@@ -167,7 +171,7 @@ class DetectionLoss(keras.losses.Loss):
         total = (
             self.classification_weight * terms["classification"] + self.box_weight * terms["box"]
         )
-        return _replica_share(total)
+        return total
 
     def loss_terms(self, y_true, y_pred):
         """Returns `{"classification": ..., "box": ...}`, the two unweighted scalar terms."""
@@ -192,7 +196,7 @@ class DetectionLoss(keras.losses.Loss):
             alpha=self.alignment_alpha,
             beta=self.alignment_beta,
         )
-        normaliser = ops.maximum(ops.sum(target_scores), 1.0)
+        normaliser = ops.maximum(_global_sum(ops.sum(target_scores)), 1.0)
         classification = ops.sum(
             varifocal_loss(logits, target_scores, self.focal_alpha, self.focal_gamma)
         )
