@@ -16,7 +16,9 @@ import os
 # kcnn's layers and exporters are written for the TensorFlow backend of Keras 3.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from kcnn import layers  # noqa: E402, F401  (registers kcnn layers for deserialization)
-from kcnn import detection  # noqa: E402, F401  (registers DetectionDecoder and DetectionLoss)
+from kcnn import (
+    detection,  # noqa: E402, F401  (registers DetectionDecoder and DetectionLoss)
+    layers,  # noqa: E402, F401  (registers kcnn layers for deserialization)
+)
 
 __version__ = "0.1.0"

@@ -63,7 +63,8 @@ def check_distributed_and_export(outputs):
     assert _number(outputs, "test accuracy:") >= 0.9
     assert _number(outputs, r"max \|SavedModel - Keras\|:") < 1e-5
     assert _number(outputs, "fp32 max abs error:") < 1e-4
-    assert _number(outputs, "int8 accuracy drop:") <= 0.1  # tiny model: the drop is reported, not held
+    # A tiny model: the int8 drop is reported, not held to the export tolerance.
+    assert _number(outputs, "int8 accuracy drop:") <= 0.1
 
 
 CHECKS = {
