@@ -149,8 +149,10 @@ def test_report_numbers_match_an_independent_computation(exported):
         assert entry["file_bytes"] == path.stat().st_size
         assert entry["samples"] == len(inputs[0]) and entry["latency_ms"] > 0
         litert = _stock_litert(path, model, inputs)
+        # The report calls the model directly in batches of 256, the reference predicts in
+        # batches of 32: float32 rounding differs by a few 1e-6 between the two.
         assert entry["max_abs_error"] == pytest.approx(
-            np.max(np.abs(litert - keras_outputs)), rel=1e-3, abs=1e-6
+            np.max(np.abs(litert - keras_outputs)), rel=1e-3, abs=1e-5
         )
         assert entry[f"keras_{metric}"] == pytest.approx(
             _independent_metric(task, keras_outputs, data), rel=1e-4
