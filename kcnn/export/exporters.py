@@ -298,7 +298,8 @@ def tflite_latency_ms(tflite_path, images, runs=20):
 
 
 def _keras_outputs(model, inputs, batch_size=256):
-    """The model called directly in inference mode, batch by batch, as float64.
+    """The model called directly in inference mode, batch by batch: one NumPy array, or a
+    dict of them for a model with several named outputs (e.g. decoded detections).
 
     Not `model.predict`: for a model built under a `tf.distribute` strategy, predict runs
     distributed and its outputs differ from a plain call by up to ~1e-2, which is not what
@@ -310,8 +311,13 @@ def _keras_outputs(model, inputs, batch_size=256):
     for start in range(0, count, batch_size):
         part = slice(start, start + batch_size)
         batch = [array[part] for array in inputs] if several else inputs[part]
-        outputs.append(np.asarray(model(batch, training=False), dtype=np.float64))
-    return np.concatenate(outputs)
+        outputs.append(model(batch, training=False))
+    if isinstance(outputs[0], dict):
+        return {
+            name: np.concatenate([np.asarray(part[name]) for part in outputs])
+            for name in outputs[0]
+        }
+    return np.concatenate([np.asarray(part) for part in outputs])
 
 
 def parity_report(
@@ -363,15 +369,13 @@ def parity_report(
         inputs = litert_inputs = np.asarray(images, dtype=np.float32)
     report = {"quantization": quantization}
     if compare is not None:
-        expected = {
-            name: np.asarray(value) for name, value in model.predict(inputs, verbose=0).items()
-        }
+        expected = _keras_outputs(model, inputs)
         actual = LiteRTRunner(tflite_path).all_outputs(litert_inputs)
         report["samples"] = int(len(next(iter(expected.values()))))
         report.update(compare(expected, actual))
         agrees = "mismatch" not in report
     else:
-        expected = _keras_outputs(model, inputs)
+        expected = np.asarray(_keras_outputs(model, inputs), dtype=np.float64)
         actual = np.asarray(tflite_predict(tflite_path, litert_inputs), dtype=np.float64)
         report["samples"] = int(expected.shape[0])
         report["max_abs_error"] = float(np.max(np.abs(expected - actual)))
