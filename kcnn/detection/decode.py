@@ -174,6 +174,32 @@ def decode_detections(
     boxes = tf.stack(
         [x - pixels[..., 0], y - pixels[..., 1], x + pixels[..., 2], y + pixels[..., 3]], axis=-1
     )
+    return suppress_detections(
+        boxes, raw[..., 4:], score_threshold, iou_threshold, max_detections, image_size
+    )
+
+
+def suppress_detections(
+    boxes, logits, score_threshold=0.05, iou_threshold=0.5, max_detections=100, image_size=None
+):
+    """Clips decoded boxes, scores each by its best class and applies per-class NMS.
+
+    The part of decoding every box parametrisation shares (`decode_detections` for
+    distances to anchor points, `kcnn.detection.retinanet.RetinaNetDecoder` for anchor-box
+    deltas): each candidate keeps its best class with score `sigmoid(max logit)`, those
+    above `score_threshold` go through greedy NMS within their class, and the best
+    `max_detections` per image are kept. TFLite builtins only (see the module docstring).
+
+    Args:
+        boxes: float32 tensor `(B, N, 4)`, candidate boxes `(x_min, y_min, x_max, y_max)`
+            in pixels.
+        logits: float32 tensor `(B, N, num_classes)`, class logits.
+        score_threshold, iou_threshold, max_detections, image_size: see
+            `decode_detections` (checked by the caller).
+
+    Returns:
+        `(boxes, scores, classes, count)` as `decode_detections` returns them.
+    """
     boxes = tf.maximum(boxes, 0.0)
     if image_size is not None:
         height, width = image_size
@@ -181,7 +207,6 @@ def decode_detections(
         class_span = tf.fill(tf.shape(boxes)[:1], float(max(height, width) + 1))
     else:
         class_span = tf.math.reduce_max(boxes, axis=[1, 2]) + 1.0
-    logits = raw[..., 4:]
     scores = tf.math.sigmoid(tf.math.reduce_max(logits, axis=-1))
     classes = tf.math.argmax(logits, axis=-1, output_type=tf.int32)
 

@@ -16,6 +16,7 @@ from kcnn.data import load_detection_data
 from kcnn.detection import DetectionDecoder, coco_evaluate, to_coco_detections, to_coco_ground_truth
 from kcnn.tasks import TASKS, DetectionTask
 from kcnn.training import config_from_dict, train
+from kcnn.training.trainer import export_run
 
 SIZE = 64
 DATA_ARGS = {"train_count": 48, "test_count": 12}
@@ -101,14 +102,18 @@ def test_metrics_equal_an_independent_coco_evaluation(run):
     assert metrics["test_boxes"] == int(np.sum(data.y_test[..., 4] >= 0))
 
 
-def test_tflite_file_returns_the_detections_keras_decodes(run):
+def _litert_detections(path, images):
+    """The detections of a `.tflite` file run by the stock LiteRT interpreter."""
     from ai_edge_litert.interpreter import Interpreter
 
-    run_dir, data, _, _, detections = run
-    interpreter = Interpreter(model_path=str(run_dir / "model.tflite"))
-    runner = interpreter.get_signature_runner()
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
     (input_name,) = runner.get_input_details()
-    outputs = runner(**{input_name: data.x_test.astype(np.float32) / 255})
+    return runner(**{input_name: images})
+
+
+def test_tflite_file_returns_the_detections_keras_decodes(run):
+    run_dir, data, _, _, detections = run
+    outputs = _litert_detections(run_dir / "model.tflite", data.x_test.astype(np.float32) / 255)
     np.testing.assert_array_equal(outputs["count"], detections["count"])
     np.testing.assert_array_equal(outputs["classes"], detections["classes"])
     np.testing.assert_allclose(outputs["boxes"], detections["boxes"], rtol=1e-3, atol=1e-3)
@@ -120,6 +125,62 @@ def test_tflite_file_returns_the_detections_keras_decodes(run):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert entry["keras_map50"] == pytest.approx(metrics["map50"], abs=1e-9)
     assert entry["litert_map50"] == pytest.approx(metrics["map50"], abs=1e-3)
+
+
+def test_every_quantization_mode_exports_the_decoder_with_a_report(run, tmp_path):
+    run_dir, data, model, _, detections = run
+    modes = ["none", "fp16", "dynamic", "int8"]
+    config = config_from_dict(
+        {
+            "task": "detection",
+            "data": {"image_size": SIZE},
+            "export": {
+                "formats": ["tflite"],
+                "quantization": modes,
+                "latency_runs": 2,
+                # A 50-step model: int8 is held to what the report says, not to 0.02 mAP.
+                "int8_tolerance": 0.5,
+            },
+        }
+    )
+    report = export_run(model, tmp_path, config, data)
+    files = report["tflite"]
+    assert list(files) == modes and report["passed"]
+    unit = data.x_test.astype(np.float32) / 255
+    ground_truth = to_coco_ground_truth(data.y_test, data.class_names, SIZE)
+    keras_map50 = coco_evaluate(
+        ground_truth,
+        to_coco_detections(
+            detections["boxes"], detections["scores"], detections["classes"], detections["count"]
+        ),
+    )["map50"]
+    for mode in modes:
+        entry = files[mode]
+        path = tmp_path / ("model.tflite" if mode == "none" else f"model_{mode}.tflite")
+        assert entry["path"] == str(path) and entry["file_bytes"] == path.stat().st_size
+        outputs = _litert_detections(path, unit)
+        assert outputs["count"].sum() > 0, mode  # quantized files still detect
+        litert_map50 = coco_evaluate(
+            ground_truth,
+            to_coco_detections(
+                outputs["boxes"], outputs["scores"], outputs["classes"], outputs["count"]
+            ),
+        )["map50"]
+        assert entry["keras_map50"] == pytest.approx(keras_map50, abs=1e-9), mode
+        assert entry["litert_map50"] == pytest.approx(litert_map50, abs=1e-9), mode
+        assert entry["metric_drop"] == pytest.approx(keras_map50 - litert_map50, abs=1e-9)
+        assert entry["latency_ms"] > 0 and entry["samples"] == len(data.x_test)
+    assert files["none"]["count_agreement"] == 1.0 and "mismatch" not in files["none"]
+    assert files["int8"]["metric_tolerance"] == 0.5
+    assert files["int8"]["passed"] == (files["int8"]["metric_drop"] <= 0.5)
+    # fp16 halves the weights; dynamic and int8 store them in 8 bits.
+    sizes = {mode: files[mode]["file_bytes"] for mode in modes}
+    assert sizes["fp16"] < sizes["none"] and sizes["dynamic"] < sizes["fp16"]
+    assert sizes["int8"] < sizes["fp16"]
+    metadata = json.loads((tmp_path / "metadata.json").read_text())
+    assert metadata["tflite_files"] == {
+        mode: entry["path"].rsplit("/", 1)[-1] for mode, entry in files.items()
+    }
 
 
 SERVING_SCRIPT = """
@@ -195,6 +256,13 @@ def test_export_comparison_names_each_kind_of_mismatch():
         keras_side, _detections([[[10, 10, 20, 20], [0] * 4]], [[2, -1]], [1])
     )
     assert "1 detections have another class" in other["mismatch"]
+    # Two detections of (nearly) equal score may leave NMS in either order: still equal.
+    keras_two = _detections([[[10, 10, 20, 20], [30, 30, 40, 40]]], [[1, 2]], [2])
+    swapped = task.compare_exports(
+        keras_two, _detections([[[30, 30, 40, 40], [10, 10, 20, 20]]], [[2, 1]], [2])
+    )
+    assert "mismatch" not in swapped and swapped["max_abs_error"] == 0.0
+    assert swapped["class_agreement"] == 1.0
     extra = task.compare_exports(
         keras_side, _detections([[[10, 10, 20, 20], [1, 1, 5, 5]]], [[1, 0]], [2])
     )
