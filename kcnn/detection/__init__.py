@@ -1,5 +1,6 @@
-"""Anchor-free one-stage object detection: boxes, target assignment, loss, model, decoding
-with per-class NMS (TFLite builtins only) and COCO evaluation with pycocotools."""
+"""One-stage object detection: kcnn's anchor-free `Detector` and keras-hub's RetinaNet
+behind one contract; boxes, target assignment, losses, decoding with per-class NMS (TFLite
+builtins only) and COCO evaluation with pycocotools."""
 
 from kcnn.detection.assigner import task_aligned_assign
 from kcnn.detection.boxes import (
@@ -22,23 +23,37 @@ from kcnn.detection.coco import (
 from kcnn.detection.decode import DetectionDecoder, decode_detections
 from kcnn.detection.detector import Detector
 from kcnn.detection.losses import DetectionLoss, varifocal_loss
+from kcnn.detection.retinanet import (
+    RetinaNet,
+    RetinaNetDecoder,
+    RetinaNetLoss,
+    decode_anchor_deltas,
+    focal_loss,
+    set_retinanet_prior,
+)
 
 __all__ = [
     "COCOMetricsCallback",
     "DetectionDecoder",
     "DetectionLoss",
     "Detector",
+    "RetinaNet",
+    "RetinaNetDecoder",
+    "RetinaNetLoss",
     "anchor_points",
     "box_ciou",
     "box_giou",
     "box_iou",
     "coco_evaluate",
+    "decode_anchor_deltas",
     "decode_detections",
     "decode_distances",
     "encode_distances",
+    "focal_loss",
     "load_coco_detections",
     "load_coco_ground_truth",
     "save_coco_detections",
+    "set_retinanet_prior",
     "task_aligned_assign",
     "to_coco_detections",
     "to_coco_ground_truth",

@@ -229,10 +229,11 @@ def detector_strides(model):
 
 
 def detection_decoder(model, **decoder_args):
-    """The `DetectionDecoder` of a `Detector`: its class count, input size and strides.
+    """The decoder of a detector: for a `Detector`, the `DetectionDecoder` of its class
+    count, input size and strides; for a `RetinaNet`, the `RetinaNetDecoder` of its anchors.
 
     Args:
-        model: a `Detector` with a fixed input size.
+        model: a `Detector` or `RetinaNet` with a fixed input size.
         **decoder_args: `score_threshold`, `iou_threshold`, `max_detections`, `name`.
 
     Raises:
@@ -243,6 +244,15 @@ def detection_decoder(model, **decoder_args):
         raise ValueError(
             "Decoding needs the detector's input size (its anchor points depend on it). "
             f"Received: a model with input_shape={model.input_shape}"
+        )
+    from kcnn.detection.retinanet import RetinaNetDecoder, retinanet_anchors, retinanet_detector
+
+    if retinanet_detector(model) is not None:
+        return RetinaNetDecoder(
+            num_classes=model.output_shape[-1] - 4,
+            image_size=(height, width),
+            anchors=retinanet_anchors(model)[0],
+            **decoder_args,
         )
     return DetectionDecoder(
         num_classes=model.output_shape[-1] - 4,

@@ -11,6 +11,12 @@ from kcnn.detection.boxes import anchor_points, box_ciou, box_giou, decode_dista
 BOX_LOSSES = ("ciou", "giou")
 
 
+def sigmoid_cross_entropy(logits, targets):
+    """Element-wise binary cross-entropy of `sigmoid(logits)` against `targets`, in the
+    overflow-free form max(x, 0) − x·t + log(1 + exp(−|x|))."""
+    return ops.maximum(logits, 0.0) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
+
+
 def varifocal_loss(logits, target_scores, alpha=0.75, gamma=2.0):
     """Element-wise varifocal loss (Zhang, Wang, Dayoub & Sünderhauf 2021, "VarifocalNet:
     An IoU-aware Dense Object Detector", CVPR, arXiv:2008.13367, eq. 2):
@@ -40,10 +46,7 @@ def varifocal_loss(logits, target_scores, alpha=0.75, gamma=2.0):
     logits = ops.convert_to_tensor(logits)
     target_scores = ops.cast(target_scores, logits.dtype)
     probabilities = ops.sigmoid(logits)
-    # Binary cross-entropy from logits, in its overflow-free form.
-    cross_entropy = (
-        ops.maximum(logits, 0.0) - logits * target_scores + ops.log1p(ops.exp(-ops.abs(logits)))
-    )
+    cross_entropy = sigmoid_cross_entropy(logits, target_scores)
     weight = ops.where(
         ops.greater(target_scores, 0.0),
         target_scores,
