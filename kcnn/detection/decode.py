@@ -52,7 +52,8 @@ def _normalize_image_size(image_size):
 
 
 def _nms_one_image(boxes, scores, classes, class_span, score_threshold, iou_threshold, size):
-    """Per-class NMS of one image's candidates; outputs padded to `size`."""
+    """Per-class NMS of one image's candidates: the kept indices, padded to `size`, and
+    their count."""
     # Moving each class to its own region of the plane, `class_span` pixels apart, means boxes
     # of different classes never overlap, so one class-agnostic NMS suppresses within classes
     # only (the "class offset" of torchvision's batched_nms).
@@ -60,7 +61,7 @@ def _nms_one_image(boxes, scores, classes, class_span, score_threshold, iou_thre
     # The TF op takes (y1, x1, y2, x2); IoU is the same with x and y swapped, so xyxy boxes
     # go in as they are. The raw op is used for `pad_to_max_output_size`, which gives
     # static output shapes; `tf.image.non_max_suppression_with_scores` does not expose it.
-    indices, selected_scores, count = tf.raw_ops.NonMaxSuppressionV5(
+    indices, _, count = tf.raw_ops.NonMaxSuppressionV5(
         boxes=shifted,
         scores=scores,
         max_output_size=size,
@@ -69,13 +70,7 @@ def _nms_one_image(boxes, scores, classes, class_span, score_threshold, iou_thre
         soft_nms_sigma=0.0,
         pad_to_max_output_size=True,
     )
-    valid = tf.range(size) < count
-    return (
-        tf.where(valid[:, tf.newaxis], tf.gather(boxes, indices), 0.0),
-        tf.where(valid, selected_scores, 0.0),
-        tf.where(valid, tf.gather(classes, indices), -1),
-        count,
-    )
+    return indices, count
 
 
 def decode_detections(
@@ -213,15 +208,23 @@ def suppress_detections(
     def suppress(image):
         return _nms_one_image(*image, score_threshold, iou_threshold, max_detections)
 
-    return tf.map_fn(
+    # Only indices and counts come out of the loop over images: the boxes, scores and
+    # classes are gathered after it, so that an int8 TFLite file quantizes them with the
+    # ranges calibration saw (it records none for tensors inside a WHILE body).
+    indices, count = tf.map_fn(
         suppress,
         (boxes, scores, classes, class_span),
         fn_output_signature=(
-            tf.TensorSpec([max_detections, 4], tf.float32),
-            tf.TensorSpec([max_detections], tf.float32),
             tf.TensorSpec([max_detections], tf.int32),
             tf.TensorSpec([], tf.int32),
         ),
+    )
+    valid = tf.range(max_detections)[tf.newaxis, :] < count[:, tf.newaxis]
+    return (
+        tf.where(valid[..., tf.newaxis], tf.gather(boxes, indices, batch_dims=1), 0.0),
+        tf.where(valid, tf.gather(scores, indices, batch_dims=1), 0.0),
+        tf.where(valid, tf.gather(classes, indices, batch_dims=1), -1),
+        count,
     )
 
 
