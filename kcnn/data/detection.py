@@ -6,11 +6,20 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn.data._validation import check_positive_int
-from kcnn.data.pipeline import _build, _check_augment, _check_images, _to_unit_float
+from kcnn.data.pipeline import (
+    _build,
+    _check_augment,
+    _check_images,
+    _to_unit_float,
+    crop_window,
+    scale_crop_window,
+)
 from kcnn.data.registry import TEST_SEED_OFFSET, ClassificationData, _load
 from kcnn.data.shapes import SHAPE_CLASSES, make_shapes
 
-DETECTION_AUGMENTATIONS = ("flip",)
+DETECTION_AUGMENTATIONS = ("flip", "flip_scale")
+# A box cut by the zoom's crop is kept when this much of its zoomed area stays in the image.
+MIN_VISIBLE_FRACTION = 0.5
 # The value of every entry of a padding row of a box array.
 PADDING = -1.0
 
@@ -158,6 +167,34 @@ def flip_boxes(boxes, width):
     return tf.where(boxes[..., 4:] >= 0, mirrored, boxes)
 
 
+def scale_crop_boxes(boxes, scale_x, scale_y, left, top, width, height):
+    """Moves `(B, max_boxes, 5)` padded boxes with an image zoomed by `(scale_x, scale_y)`
+    and cropped to `(height, width)` at per-image `(left, top)` offsets.
+
+    With resizing that maps pixel edges to pixel edges (TensorFlow's half-pixel centres),
+    a coordinate x becomes `x * scale_x - left`. Boxes are clipped to the crop; a box that
+    keeps less than `MIN_VISIBLE_FRACTION` of its zoomed area, or less than one pixel of
+    width or height, becomes a padding row (all -1), as do padding rows.
+    """
+    scale = tf.stack([scale_x, scale_y, scale_x, scale_y])
+    offset = tf.cast(tf.stack([left, top, left, top], axis=-1), tf.float32)[:, tf.newaxis]
+    moved = boxes[..., :4] * scale - offset
+    limit = tf.constant([width, height, width, height], tf.float32)
+    clipped = tf.clip_by_value(moved, 0.0, limit)
+
+    def area(corners):
+        return (corners[..., 2] - corners[..., 0]) * (corners[..., 3] - corners[..., 1])
+
+    keep = (
+        (boxes[..., 4] >= 0)
+        & (area(clipped) >= MIN_VISIBLE_FRACTION * area(moved))
+        & (clipped[..., 2] - clipped[..., 0] >= 1.0)
+        & (clipped[..., 3] - clipped[..., 1] >= 1.0)
+    )
+    rows = tf.concat([clipped, boxes[..., 4:]], axis=-1)
+    return tf.where(keep[..., tf.newaxis], rows, PADDING)
+
+
 def make_detection_dataset(
     images,
     boxes,
@@ -174,9 +211,12 @@ def make_detection_dataset(
     float32 `(B, max_boxes, 5)` as given (see `DetectionData`). With
     `augment="flip"` each image is flipped left-right with probability 0.5 and its
     boxes are mirrored with it (`x_min' = W - x_max`, `x_max' = W - x_min`); padding
-    rows stay as they are. Flips come from stateless random ops seeded by
-    `tf.data.Dataset.random(seed)`, one seed per batch: the same `seed` gives the
-    same batches, and every epoch draws new flips.
+    rows stay as they are. `augment="flip_scale"` then zooms each batch in by a random
+    factor in `[1, 1.25]` (bilinear) and crops every image back to size at its own random
+    offset, moving and clipping the boxes with it (`scale_crop_boxes`: a box left with
+    less than half its area becomes a padding row). Random draws come from stateless ops
+    seeded by `tf.data.Dataset.random(seed)`, one seed per batch: the same `seed` gives
+    the same batches, and every epoch draws new ones.
 
     Args:
         images: array `(N, H, W, C)`, uint8 or float in `[0, 1]`.
@@ -185,8 +225,8 @@ def make_detection_dataset(
         batch_size: int. Defaults to `32`.
         shuffle: bool. Shuffle (reshuffling each epoch, seeded). Defaults to `False`.
         seed: int. Seed of shuffling and flips. Defaults to `0`.
-        augment: None, `"flip"`, or a callable mapping float32 `(images, boxes)`
-            batches to augmented `(images, boxes)`. Defaults to `None`.
+        augment: None, `"flip"`, `"flip_scale"`, or a callable mapping float32
+            `(images, boxes)` batches to augmented `(images, boxes)`. Defaults to `None`.
         drop_remainder: bool. Drop the last incomplete batch. Defaults to `False`.
         repeat: bool. Repeat forever. Defaults to `False`.
 
@@ -213,7 +253,7 @@ def make_detection_dataset(
     width = float(images.shape[2])
 
     batch_augment = None
-    if augment == "flip":
+    if augment in ("flip", "flip_scale"):
 
         def batch_augment(batch, seed_pair):
             batch_images, batch_boxes = batch
@@ -226,6 +266,27 @@ def make_detection_dataset(
             batch_boxes = tf.where(
                 flips[:, tf.newaxis, tf.newaxis], flip_boxes(batch_boxes, width), batch_boxes
             )
+            if augment == "flip_scale":
+                size = batch_images.shape[1:3]
+                new_height, new_width, top, left = scale_crop_window(
+                    tf.shape(batch_images)[0],
+                    *size,
+                    tf.random.experimental.stateless_fold_in(seed_pair, 1),
+                )
+                # To [0, 1] first: resizing makes uint8 float, which batch_map would not scale.
+                zoomed = tf.image.resize(
+                    _to_unit_float(batch_images), [new_height, new_width], "bilinear"
+                )
+                batch_images = crop_window(zoomed, *size, top, left)
+                batch_boxes = scale_crop_boxes(
+                    batch_boxes,
+                    tf.cast(new_width, tf.float32) / size[1],
+                    tf.cast(new_height, tf.float32) / size[0],
+                    left,
+                    top,
+                    size[1],
+                    size[0],
+                )
             return batch_images, batch_boxes
 
     def batch_map(batch_images, batch_boxes):

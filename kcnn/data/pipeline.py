@@ -46,28 +46,40 @@ def _check_augment(augment, allowed=AUGMENTATIONS):
     )
 
 
-def _scale_crop(stacked, seed):
-    """Zooms a batch in by one random factor in SCALE_RANGE and crops each image back to size
-    at its own random offset. The last channel is a mask: it is resized nearest-neighbour."""
-    height, width = stacked.shape[1], stacked.shape[2]
+def scale_crop_window(batch, height, width, seed):
+    """The random zoom of `"flip_scale"`: one factor in SCALE_RANGE for the batch, each
+    image then cropped back to `(height, width)` at its own offset. Returns
+    `(new_height, new_width, top, left)`: the zoomed size and per-image crop offsets."""
     scale_seed, row_seed, column_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     factor = tf.random.stateless_uniform([], scale_seed, *SCALE_RANGE)
     new_height = tf.cast(tf.math.ceil(factor * height), tf.int32)
     new_width = tf.cast(tf.math.ceil(factor * width), tf.int32)
-    images = tf.image.resize(stacked[..., :-1], [new_height, new_width], "bilinear")
-    masks = tf.image.resize(stacked[..., -1:], [new_height, new_width], "nearest")
-    scaled = tf.concat([images, masks], axis=-1)
-    batch = tf.shape(stacked)[0]
     top = tf.random.stateless_uniform(
         [batch], row_seed, maxval=new_height - height + 1, dtype=tf.int32
     )
     left = tf.random.stateless_uniform(
         [batch], column_seed, maxval=new_width - width + 1, dtype=tf.int32
     )
+    return new_height, new_width, top, left
+
+
+def crop_window(images, height, width, top, left):
+    """Crops each image of a batch to `(height, width)` at its own `(top, left)`."""
     rows = top[:, tf.newaxis] + tf.range(height)[tf.newaxis]
     columns = left[:, tf.newaxis] + tf.range(width)[tf.newaxis]
-    cropped = tf.gather(scaled, rows, axis=1, batch_dims=1)
+    cropped = tf.gather(images, rows, axis=1, batch_dims=1)
     return tf.gather(cropped, columns, axis=2, batch_dims=1)
+
+
+def _scale_crop(stacked, seed):
+    """Zooms a batch in by one random factor in SCALE_RANGE and crops each image back to size
+    at its own random offset. The last channel is a mask: it is resized nearest-neighbour."""
+    height, width = stacked.shape[1], stacked.shape[2]
+    new_height, new_width, top, left = scale_crop_window(tf.shape(stacked)[0], height, width, seed)
+    images = tf.image.resize(stacked[..., :-1], [new_height, new_width], "bilinear")
+    masks = tf.image.resize(stacked[..., -1:], [new_height, new_width], "nearest")
+    scaled = tf.concat([images, masks], axis=-1)
+    return crop_window(scaled, height, width, top, left)
 
 
 def _color_jitter(images, seed, maximum):

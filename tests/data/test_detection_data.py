@@ -91,6 +91,52 @@ def test_flip_mirrors_boxes_with_the_image():
     np.testing.assert_array_equal(same_seed, boxes)
 
 
+def test_flip_scale_moves_boxes_with_the_zoomed_pixels():
+    # Rectangles of known boxes, one per channel; after a zoom, crop (and maybe flip) each
+    # kept box must hug the pixels of its rectangle, read back from the augmented image.
+    size, count = 48, 24
+    boxes = np.array([[8, 10, 20, 30, 0], [36, 2, 48, 14, 1], [-1] * 5], np.float32)
+    images = np.zeros((count, size, size, 3), np.uint8)
+    for channel, (x0, y0, x1, y1, _) in enumerate(boxes[:2].astype(int)):
+        images[:, y0:y1, x0:x1, channel] = 255
+    padded = np.repeat(boxes[np.newaxis], count, axis=0)
+    dataset = make_detection_dataset(images, padded, batch_size=4, augment="flip_scale", seed=5)
+    augmented, moved = collect(dataset)
+    assert augmented.dtype == np.float32 and 0 <= augmented.min() and augmented.max() <= 1
+    zoomed = dropped = 0
+    for index in range(count):
+        np.testing.assert_array_equal(moved[index, 2], -1.0)
+        for row in range(2):
+            # Rows keep their slot: the channel of a kept row is its class.
+            inside = augmented[index, ..., row] > 0.5
+            if moved[index, row, 4] < 0:
+                np.testing.assert_array_equal(moved[index, row], -1.0)
+                dropped += 1
+                continue
+            assert moved[index, row, 4] == row
+            ys, xs = np.nonzero(inside)
+            extent = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            np.testing.assert_allclose(moved[index, row, :4], extent, atol=1.0)
+            height = moved[index, row, 3] - moved[index, row, 1]
+            zoomed += row == 0 and height > 20.2  # rectangle 0 is 20 high; never cut in y
+    assert zoomed > 0  # some batches were zoomed in
+    assert dropped < count  # the corner rectangle is cut, but not always dropped
+
+
+def test_scale_crop_boxes_drops_boxes_mostly_cut_off():
+    from kcnn.data.detection import scale_crop_boxes
+
+    boxes = np.array([[[0, 0, 10, 10, 2], [30, 30, 40, 40, 1], [-1, -1, -1, -1, -1]]], np.float32)
+    # Zoom x1.25, crop at (left, top) = (8, 0): box 0 becomes (-8, 0, 4.5, 12.5), clipped to
+    # (0, 0, 4.5, 12.5), 36% of its zoomed area -> dropped; box 1 becomes (29.5, 37.5, 42, 50),
+    # clipped to the 40-pixel image (29.5, 37.5, 40, 40), 16.8% -> dropped.
+    out = scale_crop_boxes(boxes, 1.25, 1.25, np.array([8]), np.array([0]), 40, 40).numpy()
+    np.testing.assert_array_equal(out, -1.0)
+    out = scale_crop_boxes(boxes, 1.25, 1.25, np.array([0]), np.array([0]), 40, 40).numpy()
+    np.testing.assert_allclose(out[0, 0], [0, 0, 12.5, 12.5, 2])
+    np.testing.assert_array_equal(out[0, 1:], -1.0)  # (37.5, 37.5, 40, 40): 4% left
+
+
 def test_shuffle_keeps_images_and_boxes_together(shapes):
     dataset = make_detection_dataset(
         shapes.x_train, shapes.y_train, batch_size=4, shuffle=True, seed=2
