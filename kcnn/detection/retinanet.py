@@ -133,9 +133,10 @@ def RetinaNet(  # noqa: N802  (a model family, named like keras-hub's task model
     `image -> (batch, anchors, 4 + num_classes)`: keras-hub's `bbox_regression` (deltas
     `(dx, dy, dw, dh)` to each anchor, "center_xywh", variance 1) and `cls_logits`,
     concatenated. The anchors are keras-hub's `AnchorGenerator`'s: at level l, sizes
-    `anchor_size * 2**l * 2**(i / num_scales)` for i < `num_scales`, each at every
-    aspect ratio, centred on the cells (the paper's 32 px at P3 is `anchor_size=4`;
-    smaller images want smaller anchors). Train it with `RetinaNetLoss` and decode it
+    `anchor_size * 2**l * 2**(i / num_scales)` for i < `num_scales` (truncated to whole
+    pixels, half-sides rounded), each at every aspect ratio, centred on multiples of the
+    stride as torchvision's are (the paper's 32 px at P3 is `anchor_size=4`; smaller images
+    want smaller anchors). Train it with `RetinaNetLoss` and decode it
     with `RetinaNetDecoder` (`kcnn.detection.detector.detection_decoder` picks them).
 
     Args:
