@@ -295,7 +295,7 @@ class DetectionDecoder(keras.layers.Layer):
         self.supports_jit = False
 
     def build(self, input_shape):
-        expected = (len(self._points), 4 + self.num_classes)
+        expected = (self._candidate_count(), 4 + self.num_classes)
         if len(input_shape) != 3 or any(
             size is not None and size != want
             for size, want in zip(input_shape[1:], expected, strict=True)
@@ -305,6 +305,10 @@ class DetectionDecoder(keras.layers.Layer):
                 f" for image_size={self.image_size}, strides={self.strides} and "
                 f"num_classes={self.num_classes}. Received: input_shape={tuple(input_shape)}"
             )
+
+    def _candidate_count(self):
+        """How many candidates (rows of the input) one image has: its anchor points."""
+        return len(self._points)
 
     def call(self, inputs):
         boxes, scores, classes, count = decode_detections(

@@ -262,6 +262,9 @@ def detection_decoder(model, **decoder_args):
     )
 
 
+SOFTPLUS = keras.activations.softplus
+
+
 def detector_with_decoder(model, **decoder_args):
     """`image -> model -> DetectionDecoder`: a model that returns final detections.
 
@@ -272,7 +275,7 @@ def detector_with_decoder(model, **decoder_args):
     quantizes well.
 
     Args:
-        model: a `Detector` with a fixed input size.
+        model: a `Detector` or `RetinaNet` with a fixed input size.
         **decoder_args: see `detection_decoder`.
     """
     decoder = detection_decoder(model, **decoder_args)
@@ -280,9 +283,6 @@ def detector_with_decoder(model, **decoder_args):
         if isinstance(layer, keras.layers.Activation) and layer.activation is SOFTPLUS:
             layer.activation = softplus_for_int8
     return keras.Model(model.inputs, decoder(model.outputs[0]), name=f"{model.name}_with_decoder")
-
-
-SOFTPLUS = keras.activations.softplus
 
 
 @keras.saving.register_keras_serializable(package="kcnn")

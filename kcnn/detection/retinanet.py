@@ -287,8 +287,9 @@ class RetinaNetDecoder(DetectionDecoder):
         super().__init__(num_classes, image_size, strides=strides, **kwargs)
         self.anchors = anchors
         self._anchors = _anchors(self.image_size, anchors)
-        # DetectionDecoder.build checks the input against its anchor count.
-        self._points = np.zeros((len(self._anchors), 2), np.float32)
+
+    def _candidate_count(self):
+        return len(self._anchors)
 
     def call(self, inputs):
         inputs = tf.cast(inputs, tf.float32)

@@ -199,10 +199,10 @@ class DetectionTask:
                     unpaired += 1
                     continue
                 errors = np.abs(litert_boxes[image, candidates] - keras_boxes[image, row])
-                best = candidates[np.argmin(errors.max(axis=1))]
+                nearest = np.argmin(errors.max(axis=1))
+                best, error = candidates[nearest], errors[nearest]
                 free[best] = False
                 paired += 1
-                error = np.abs(litert_boxes[image, best] - keras_boxes[image, row])
                 box_errors.append(error.max())
                 relative_errors.append(
                     (error / np.maximum(np.abs(keras_boxes[image, row]), 1.0)).max()
