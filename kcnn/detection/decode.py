@@ -6,6 +6,13 @@ not `keras.ops.argmax`, whose TensorFlow implementation emits `Bitcast` and `Bit
 (to order -0.0 before 0.0), ops TFLite has no builtin kernel for; suppression is one
 `NonMaxSuppressionV5` per image (NON_MAX_SUPPRESSION_V5), looped over the batch by
 `tf.map_fn` (WHILE).
+
+Zero-area candidates are dropped before NMS (their score is set to 0). Besides not being
+detections, they are where TensorFlow's and LiteRT's NMS kernels disagree: LiteRT's
+NON_MAX_SUPPRESSION_V5 pushes each selected candidate back onto its queue and relies on
+the candidate's IoU with itself (1) to suppress it on the next pop; a zero-area box has
+IoU 0 with everything, itself included, so LiteRT selects it again and again until
+`max_output_size`, where TensorFlow's kernel selects it once.
 """
 
 import numbers
@@ -96,7 +103,8 @@ def decode_detections(
     non-maximum suppression within each class: a box is dropped when its IoU with a
     higher-scoring kept box of the same class exceeds `iou_threshold`. Boxes of
     different classes never suppress each other. At most `max_detections` boxes per
-    image are kept, best first.
+    image are kept, best first. A box with zero width or height after clipping (one
+    wholly outside the image, say) is never kept.
 
     Uses TensorFlow ops directly (Keras has no NMS op) and converts to TFLite with
     builtin ops only; see the module docstring.
@@ -183,7 +191,8 @@ def suppress_detections(
     distances to anchor points, `kcnn.detection.retinanet.RetinaNetDecoder` for anchor-box
     deltas): each candidate keeps its best class with score `sigmoid(max logit)`, those
     above `score_threshold` go through greedy NMS within their class, and the best
-    `max_detections` per image are kept. TFLite builtins only (see the module docstring).
+    `max_detections` per image are kept. Boxes left with zero width or height after
+    clipping score 0 and are never kept. TFLite builtins only (see the module docstring).
 
     Args:
         boxes: float32 tensor `(B, N, 4)`, candidate boxes `(x_min, y_min, x_max, y_max)`
@@ -204,6 +213,10 @@ def suppress_detections(
         class_span = tf.math.reduce_max(boxes, axis=[1, 2]) + 1.0
     scores = tf.math.sigmoid(tf.math.reduce_max(logits, axis=-1))
     classes = tf.math.argmax(logits, axis=-1, output_type=tf.int32)
+    # A box clipped to nothing (or predicted empty) is no detection; dropping it also
+    # keeps LiteRT's NMS from selecting it up to `max_detections` times (module docstring).
+    has_area = tf.math.logical_and(boxes[..., 2] > boxes[..., 0], boxes[..., 3] > boxes[..., 1])
+    scores = tf.where(has_area, scores, tf.zeros_like(scores))
 
     def suppress(image):
         return _nms_one_image(*image, score_threshold, iou_threshold, max_detections)

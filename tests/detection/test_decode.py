@@ -40,6 +40,8 @@ def reference_decode(points, strides, raw, score_threshold, iou_threshold, max_d
         for index in np.argsort(-scores[image], kind="stable"):
             if scores[image, index] <= score_threshold or len(kept) == max_detections:
                 break
+            if np.any(boxes[image, index, 2:] <= boxes[image, index, :2]):
+                continue  # zero width or height: no detection
             same_class = [k for k in kept if classes[image, k] == classes[image, index]]
             overlaps = iou(boxes[image, index], boxes[image, same_class].reshape(-1, 4))
             if not np.any(overlaps > iou_threshold):
@@ -205,6 +207,43 @@ def test_model_with_decoder_converts_to_builtin_tflite_and_matches_keras(tmp_pat
     np.testing.assert_array_equal(outputs["classes"], expected["classes"])
     np.testing.assert_allclose(outputs["boxes"], expected["boxes"], rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(outputs["scores"], expected["scores"], rtol=1e-3, atol=1e-5)
+
+
+def test_zero_area_boxes_are_dropped_and_litert_agrees(tmp_path):
+    """LiteRT's NMS kernel re-selects a zero-area box (IoU 0 with itself) up to
+    max_output_size times; TensorFlow's selects it once. The decoder drops such boxes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    num_classes, max_detections = 2, 10
+    decoder = DetectionDecoder(num_classes, 32, strides=(8,), max_detections=max_detections)
+    raw_input = keras.Input((16, 4 + num_classes), batch_size=1)
+    model = keras.Model(raw_input, decoder(raw_input))
+    rng = np.random.default_rng(4)
+    raw = np.concatenate(
+        [rng.uniform(0.3, 1.0, (1, 16, 4)), rng.normal(-3, 1, (1, 16, num_classes))], -1
+    ).astype(np.float32)
+    raw[0, :4, 4] = [3.0, 2.0, 1.0, 0.5]  # four real boxes of class 0
+    raw[0, 4, [0, 2, 4]] = [0.0, 0.0, 6.0]  # zero width, the best score
+    raw[0, 5, [1, 3, 5]] = [0.0, 0.0, 5.0]  # zero height, class 1
+    raw[0, 6, [0, 1, 2, 3, 4]] = [0.0, 0.0, 0.0, 0.0, 4.0]  # a point
+    points, strides = decoder._points, decoder._point_strides
+
+    expected = reference_decode(points, strides, raw, 0.05, 0.5, max_detections, (32, 32))
+    decoded = model.predict(raw, verbose=0)
+    check_against(
+        [decoded[name] for name in ("boxes", "scores", "classes", "count")],
+        expected,
+        max_detections,
+    )
+    assert 4 <= decoded["count"][0] < max_detections
+
+    path = export_tflite(model, tmp_path / "decoder.tflite")
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    (input_name,) = runner.get_input_details()
+    outputs = runner(**{input_name: raw})
+    np.testing.assert_array_equal(outputs["count"], decoded["count"])
+    np.testing.assert_array_equal(outputs["classes"], decoded["classes"])
+    np.testing.assert_allclose(outputs["boxes"], decoded["boxes"], rtol=1e-5, atol=1e-4)
 
 
 def test_decoder_serializes_and_reloads_without_custom_objects(tmp_path):
