@@ -45,6 +45,7 @@ from kcnn._files import atomic_path
 from kcnn.backbones import build_backbone
 from kcnn.data import per_class_subset
 from kcnn.export.exporters import (
+    ExportError,
     ExportParityError,
     export_saved_model,
     export_tflite,
@@ -140,11 +141,18 @@ def _optimizer(train_config, steps_per_epoch):
 
 
 def resolve_run_dir(config):
-    """Returns the run folder: an unfinished run of this experiment, or a fresh folder."""
+    """Returns the run folder: an unfinished run of this experiment, or a fresh folder.
+
+    A folder is reused while its training is unfinished (it resumes from `backup/`). A folder
+    with `metrics.json` is finished, and one with `model.keras` but no `metrics.json` has
+    trained but failed its evaluation or export; neither is touched again: the next free
+    `NAME-2`, `NAME-3`, ... is used instead (`kcnn export RUN` re-runs an export).
+    """
     base = Path(config.output_dir) / config.name
     candidate, index = base, 1
     while candidate.exists():
-        if not (candidate / FINISHED_MARKER).exists():
+        trained = (candidate / FINISHED_MARKER).exists() or (candidate / "model.keras").exists()
+        if not trained:
             return candidate  # unfinished: resume it (or reuse an empty folder)
         index += 1
         candidate = base.with_name(f"{base.name}-{index}")
@@ -498,9 +506,11 @@ def _fit(
         # lacks: give it each value as a vector of one.
         model.train_step = _logs_as_vectors(model.train_step)
         model.test_step = _logs_as_vectors(model.test_step)
-    for first_epoch, end_epoch, steps in phases:
+    for phase, (first_epoch, end_epoch, steps) in enumerate(phases):
+        # A run resumed from a checkpoint continues its history; one that starts at step 0
+        # (also in a folder an earlier attempt left without a checkpoint) starts it afresh.
         history_log = keras.callbacks.CSVLogger(
-            str(run_dir / "history.csv"), append=(run_dir / "history.csv").exists()
+            str(run_dir / "history.csv"), append=bool(step) or phase > 0
         )
         model.fit(
             train_data().skip(first_epoch * steps_per_epoch + (steps_per_epoch - steps)),
@@ -653,7 +663,13 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
         save_figure(figure, run_dir / file_name)
     (run_dir / "class_names.json").write_text(json.dumps(list(dataset.class_names)))
 
-    export_run(model, run_dir, config, dataset)
+    try:
+        export_run(model, run_dir, config, dataset)
+    except (ExportError, ExportParityError) as error:
+        raise type(error)(
+            f"{error}. The trained model is kept in {run_dir / 'model.keras'}; "
+            f"`kcnn export {run_dir}` runs the export again."
+        ) from error
     metrics.update(
         {
             "dataset": dataset.name,

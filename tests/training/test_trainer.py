@@ -166,6 +166,41 @@ def test_unfinished_run_folder_is_reused_by_default(tmp_path):
     assert resolve_run_dir(config) == unfinished
 
 
+def test_a_run_whose_export_fails_is_kept_and_the_next_goes_elsewhere(tmp_path, monkeypatch):
+    from kcnn.export import ExportParityError
+    from kcnn.training import trainer
+
+    def failing_export(model, run_dir, config, dataset, **kwargs):
+        raise ExportParityError("model.tflite differs from Keras")
+
+    config = digits_config(tmp_path, epochs=2)
+    monkeypatch.setattr(trainer, "export_run", failing_export)
+    with pytest.raises(ExportParityError, match=r"model.tflite differs.*kcnn export .*runs the"):
+        train(config, verbose=0)
+    run_dir = tmp_path / "runs" / "digits_test"
+    trained = (run_dir / "model.keras").read_bytes()
+    assert not (run_dir / "metrics.json").exists()
+
+    # Training again neither resumes nor retrains over the trained model: a new folder.
+    assert resolve_run_dir(config) == run_dir.with_name("digits_test-2")
+    monkeypatch.undo()
+    assert train(config, verbose=0) == run_dir.with_name("digits_test-2")
+    assert (run_dir / "model.keras").read_bytes() == trained
+
+
+def test_a_restart_without_checkpoint_starts_the_history_afresh(tmp_path):
+    config = digits_config(tmp_path, epochs=2)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # An earlier attempt that crashed after its checkpoints were removed left a history.
+    (run_dir / "history.csv").write_text("epoch,loss\n0,9.0\n1,8.0\n2,7.0\n")
+    train(config, run_dir=run_dir, verbose=0)
+    with (run_dir / "history.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    assert all(float(row["loss"]) < 7.0 for row in rows)
+
+
 def test_missing_data_is_explained_or_falls_back(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         load_data(DataConfig(name="fashion_mnist", path=str(tmp_path)))
