@@ -23,6 +23,9 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The CPU allocator `import kcnn` selects, set here as well because TensorFlow is imported first;
+# `TF_CPU_ALLOCATOR_USE_BFC=false python bench/...` times TensorFlow's malloc default.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 try:  # torch before TensorFlow: the other order crashes when both run in one process
     import torch
@@ -167,7 +170,10 @@ def main(argv=None):
     with_torch = torch is not None and not args.no_torch
     if torch is None:
         print("torch/torchvision not importable: torchvision comparison skipped")
-    print(f"3x3 DCNv2, 'same' padding, best of {args.repeats} x {args.steps} steps (ms)")
+    print(
+        f"3x3 DCNv2, 'same' padding, best of {args.repeats} x {args.steps} steps (ms); "
+        f"TF_CPU_ALLOCATOR_USE_BFC={os.environ['TF_CPU_ALLOCATOR_USE_BFC']}"
+    )
     for shape in SHAPES:
         best, agreement = benchmark(shape, args.repeats, args.steps, with_torch)
         print(f"\n(B, H, W, C_in -> C_out) = {shape[:4]} -> {shape[4]}")
