@@ -5,26 +5,16 @@ learning", 2016 (arXiv:1603.07285), and the `"same"` / `"valid"` conventions of
 TensorFlow and Keras 3.
 """
 
-import numbers
+from kcnn._validation import check_positive_int, is_int, window_output_size
 
 _STRING_PADDINGS = ("valid", "same", "causal")
 _TRANSPOSE_STRING_PADDINGS = ("valid", "same")
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_positive_int(value, name):
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return int(value)
-
-
 def _check_size(size):
     if size is None:
         return None
-    if not _is_int(size) or size < 1:
+    if not is_int(size) or size < 1:
         raise ValueError(f"`size` must be a positive int or None. Received: size={size!r}")
     return int(size)
 
@@ -33,7 +23,7 @@ def _check_padding(padding, allowed):
     if isinstance(padding, str):
         if padding.lower() in allowed:
             return padding.lower()
-    elif _is_int(padding) and padding >= 0:
+    elif is_int(padding) and padding >= 0:
         return int(padding)
     choices = ", ".join(f'"{p}"' for p in allowed)
     raise ValueError(
@@ -82,10 +72,10 @@ def conv_output_size(size, kernel_size, strides=1, padding=0, dilation_rate=1):
     True
     """
     size = _check_size(size)
-    kernel_size = _check_positive_int(kernel_size, "kernel_size")
-    strides = _check_positive_int(strides, "strides")
+    kernel_size = check_positive_int(kernel_size, "kernel_size")
+    strides = check_positive_int(strides, "strides")
     padding = _check_padding(padding, _STRING_PADDINGS)
-    dilation_rate = _check_positive_int(dilation_rate, "dilation_rate")
+    dilation_rate = check_positive_int(dilation_rate, "dilation_rate")
     if size is None:
         return None
     if padding in ("same", "causal"):
@@ -100,7 +90,7 @@ def conv_output_size(size, kernel_size, strides=1, padding=0, dilation_rate=1):
             f"padded input has size + 2 * padding = {padded}. Received: size={size}, "
             f"kernel_size={kernel_size}, padding={padding!r}, dilation_rate={dilation_rate}"
         )
-    return (padded - effective_kernel) // strides + 1
+    return window_output_size(size, kernel_size, strides, 2 * pad, dilation_rate)
 
 
 def conv_transpose_output_size(
@@ -144,12 +134,12 @@ def conv_transpose_output_size(
     18
     """
     size = _check_size(size)
-    kernel_size = _check_positive_int(kernel_size, "kernel_size")
-    strides = _check_positive_int(strides, "strides")
+    kernel_size = check_positive_int(kernel_size, "kernel_size")
+    strides = check_positive_int(strides, "strides")
     padding = _check_padding(padding, _TRANSPOSE_STRING_PADDINGS)
-    dilation_rate = _check_positive_int(dilation_rate, "dilation_rate")
+    dilation_rate = check_positive_int(dilation_rate, "dilation_rate")
     if output_padding is not None:
-        if not _is_int(output_padding) or not 0 <= output_padding < strides:
+        if not is_int(output_padding) or not 0 <= output_padding < strides:
             raise ValueError(
                 "`output_padding` must be None or an int with 0 <= output_padding < strides. "
                 f"Received: output_padding={output_padding!r}, strides={strides}"

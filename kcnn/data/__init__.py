@@ -53,7 +53,7 @@ from kcnn.data.registry import (
     load_segmentation_data,
 )
 from kcnn.data.shapes import SHAPE_CLASSES, SHAPES_CLASS_NAMES, ShapesData, make_shapes
-from kcnn.data.subsets import per_class_subset
+from kcnn.data.subsets import per_class_subset, split_validation
 
 __all__ = [
     "AREA_BUCKETS",
@@ -97,6 +97,7 @@ __all__ = [
     "make_shapes",
     "pad_boxes",
     "per_class_subset",
+    "split_validation",
     "read_idx",
     "read_image",
 ]

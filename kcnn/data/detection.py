@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from kcnn.data._validation import check_positive_int
+from kcnn._validation import check_positive_int
 from kcnn.data.pipeline import (
     _build,
     _check_augment,

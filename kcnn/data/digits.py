@@ -4,7 +4,7 @@ import numpy as np
 import sklearn.datasets
 import sklearn.model_selection
 
-from kcnn.data._validation import check_test_fraction
+from kcnn._validation import check_fraction
 
 DIGITS_CLASSES = tuple(str(digit) for digit in range(10))
 
@@ -35,7 +35,7 @@ def load_digits(test_fraction=0.2, seed=0):
     >>> x_train.shape, x_test.shape
     ((1437, 8, 8, 1), (360, 8, 8, 1))
     """
-    check_test_fraction(test_fraction)
+    check_fraction(test_fraction, "test_fraction")
     digits = sklearn.datasets.load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., np.newaxis]
     labels = digits.target.astype(np.int64)

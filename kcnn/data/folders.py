@@ -6,8 +6,8 @@ import os
 import numpy as np
 import PIL.Image
 
+from kcnn._validation import normalize_image_size
 from kcnn.data._imaging import resize_image
-from kcnn.data._validation import normalize_image_size
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 COLOR_MODES = ("rgb", "grayscale")

@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
+from kcnn._validation import check_positive_int, normalize_image_size
 from kcnn.data._imaging import resize_image
-from kcnn.data._validation import check_positive_int, normalize_image_size
 from kcnn.data.folders import _check_directory, _image_files, read_image
 
 # Hole-area ratio buckets of Liu et al. (2018), section 4.1: the test masks are grouped by

@@ -5,8 +5,8 @@ import functools
 import numpy as np
 import skimage.data
 
+from kcnn._validation import check_positive_int
 from kcnn.data._imaging import resize_image
-from kcnn.data._validation import check_positive_int
 
 # Photos and textures shipped inside the scikit-image wheel (so they load offline) whose
 # docstrings state CC0 or public domain. A photo belongs to exactly one split, so test

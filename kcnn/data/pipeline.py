@@ -5,7 +5,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from kcnn.data._validation import check_positive_int
+from kcnn._validation import check_positive_int
 
 AUGMENTATIONS = ("flip", "flip_translate")
 # Segmentation also takes these: a random zoom-in (scale up to SCALE_RANGE, crop back) applied

@@ -6,8 +6,8 @@ import inspect
 import numpy as np
 import sklearn.model_selection
 
+from kcnn._validation import check_fraction, normalize_image_size
 from kcnn.data._imaging import resize_image
-from kcnn.data._validation import check_test_fraction, normalize_image_size
 from kcnn.data.digits import DIGITS_CLASSES, load_digits
 from kcnn.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from kcnn.data.folders import load_image_folder, load_segmentation_folders
@@ -78,7 +78,7 @@ def _image_folder(
                 f"folder '{path}' has {list(class_names)}; expected the same class subfolders."
             )
         return images, labels, x_test, y_test, class_names
-    check_test_fraction(test_fraction)
+    check_fraction(test_fraction, "test_fraction")
     x_train, x_test, y_train, y_test = sklearn.model_selection.train_test_split(
         images, labels, test_size=test_fraction, stratify=labels, random_state=seed
     )
@@ -184,7 +184,7 @@ def _segmentation_folders(
     images, masks = load_segmentation_folders(
         path, mask_path, image_size, class_colors=class_colors, num_classes=len(class_names)
     )
-    check_test_fraction(test_fraction)
+    check_fraction(test_fraction, "test_fraction")
     order = np.random.default_rng(seed).permutation(len(images))
     test_size = max(1, int(round(test_fraction * len(images))))
     test, train = order[:test_size], order[test_size:]

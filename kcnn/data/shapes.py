@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
+from kcnn._validation import check_positive_int, normalize_image_size
 from kcnn.data._imaging import resize_image
-from kcnn.data._validation import check_positive_int, normalize_image_size
 from kcnn.data.photos import PHOTO_SOURCES, load_photo
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star")

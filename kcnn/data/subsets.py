@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from kcnn.data._validation import check_positive_int
+from kcnn._validation import check_positive_int
 
 
 def per_class_subset(images, labels, count, seed=0):
@@ -50,3 +50,40 @@ def per_class_subset(images, labels, count, seed=0):
         kept.append(rng.permutation(members)[:count])
     kept = np.sort(np.concatenate(kept))
     return images[kept], labels[kept]
+
+
+def split_validation(images, targets, fraction, seed):
+    """Holds out `fraction` of a training split for validation.
+
+    Class-stratified when `targets` are one label per image (each class keeps its share),
+    a seeded random subset otherwise (masks, boxes). Both parts keep their original order.
+
+    Args:
+        images: array `(N, ...)`.
+        targets: array `(N,)` of labels, or `(N, ...)` of per-image targets.
+        fraction: float in [0, 1). Share held out; 0 holds out nothing.
+        seed: int. Seed of the draw.
+
+    Returns:
+        `((images, targets), (held_images, held_targets))`, or `((images, targets), None)`
+        when `fraction` is 0.
+
+    Example:
+
+    >>> (kept, _), (held, _) = split_validation(np.arange(10), np.arange(10) % 2, 0.2, 0)
+    >>> len(kept), len(held)
+    (8, 2)
+    """
+    if not fraction:
+        return (images, targets), None
+    rng = np.random.default_rng(seed)
+    if targets.ndim > 1:
+        held_out = np.sort(rng.permutation(len(targets))[: int(round(fraction * len(targets)))])
+    else:
+        held_out = []
+        for label in np.unique(targets):
+            members = rng.permutation(np.flatnonzero(targets == label))
+            held_out.append(members[: int(round(fraction * members.size))])
+        held_out = np.sort(np.concatenate(held_out))
+    keep = np.setdiff1d(np.arange(len(targets)), held_out)
+    return (images[keep], targets[keep]), (images[held_out], targets[held_out])

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from kcnn._serialization import register
+from kcnn._validation import check_positive_int
 from kcnn.detection.boxes import anchor_points
 
 DETECTION_OUTPUTS = ("boxes", "scores", "classes", "count")
@@ -30,12 +31,6 @@ def _check_threshold(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
         raise ValueError(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
     return float(value)
-
-
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    return int(value)
 
 
 def _normalize_image_size(image_size):
@@ -142,10 +137,10 @@ def decode_detections(
     >>> np.asarray(boxes)[0, 0].tolist(), np.asarray(classes)[0].tolist(), int(count[0])
     ([0.0, 0.0, 8.0, 8.0], [0, -1, -1], 1)
     """
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    num_classes = check_positive_int(num_classes, "num_classes")
     score_threshold = _check_threshold(score_threshold, "score_threshold")
     iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-    max_detections = _check_positive_int(max_detections, "max_detections")
+    max_detections = check_positive_int(max_detections, "max_detections")
     image_size = _normalize_image_size(image_size)
     points = tf.cast(points, tf.float32)
     strides = tf.cast(strides, tf.float32)
@@ -296,14 +291,14 @@ class DetectionDecoder(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_classes = _check_positive_int(num_classes, "num_classes")
+        self.num_classes = check_positive_int(num_classes, "num_classes")
         self.image_size = _normalize_image_size(image_size)
         if self.image_size is None:
             raise ValueError("`image_size` is required. Received: image_size=None")
         self.strides = tuple(strides)
         self.score_threshold = _check_threshold(score_threshold, "score_threshold")
         self.iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-        self.max_detections = _check_positive_int(max_detections, "max_detections")
+        self.max_detections = check_positive_int(max_detections, "max_detections")
         self._points, self._point_strides = anchor_points(self.image_size, self.strides)
         self.supports_jit = False
 

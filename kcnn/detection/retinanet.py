@@ -27,10 +27,10 @@ import tensorflow as tf
 from keras import ops
 
 from kcnn._serialization import register
+from kcnn._validation import check_positive_int
 from kcnn.backbones import level_stride, pyramid_features, sorted_levels
 from kcnn.detection.decode import (
     DetectionDecoder,
-    _check_positive_int,
     suppress_detections,
 )
 from kcnn.detection.detector import PRIOR_PROBABILITY
@@ -166,7 +166,7 @@ def RetinaNet(  # noqa: N802  (a model family, named like keras-hub's task model
         )
     if not isinstance(head_convs, int) or head_convs < 0:
         raise ValueError(f"`head_convs` must be an int >= 0. Received: head_convs={head_convs}")
-    _check_positive_int(num_scales, "num_scales")
+    check_positive_int(num_scales, "num_scales")
     if not isinstance(anchor_size, numbers.Real) or anchor_size <= 0:
         raise ValueError(f"`anchor_size` must be a positive number. Received: {anchor_size!r}")
     min_level, max_level = _levels_to_range(levels)
@@ -361,7 +361,7 @@ class RetinaNetLoss(keras.losses.Loss):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        self.num_classes = _check_positive_int(num_classes, "num_classes")
+        self.num_classes = check_positive_int(num_classes, "num_classes")
         self.image_size = (
             (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         )

@@ -9,13 +9,13 @@ is rescaled by the fraction of the window that was valid.
 import keras
 from keras import layers, ops
 
-from kcnn.analysis import LayerGeometry, conv_output_size, register_layer_analyzer
-from kcnn.layers._conv_utils import (
+from kcnn._validation import (
     check_positive_int,
     check_strides_with_dilation,
     normalize_padding,
     normalize_tuple,
 )
+from kcnn.analysis import LayerGeometry, conv_output_size, register_layer_analyzer
 
 
 class MaskedConv2D(layers.Layer):

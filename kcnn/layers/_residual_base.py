@@ -6,8 +6,8 @@ import numbers
 import keras
 from keras import ops
 
+from kcnn._validation import check_positive_int, normalize_tuple
 from kcnn.analysis import LayerGeometry, register_layer_analyzer
-from kcnn.layers._conv_utils import check_positive_int, normalize_tuple
 
 # torchvision's ResNet initialization: He et al. (2015, arXiv:1502.01852) normal with the
 # fan-out, not truncated.

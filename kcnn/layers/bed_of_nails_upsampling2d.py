@@ -4,8 +4,8 @@ import keras
 from keras import ops
 
 from kcnn._serialization import register
+from kcnn._validation import normalize_tuple
 from kcnn.analysis import LayerGeometry, register_layer_analyzer
-from kcnn.layers._conv_utils import normalize_tuple
 
 
 @register

@@ -1,7 +1,7 @@
 """`BottleneckBlock`: the 1x1-3x3-1x1 block of ResNet-50, -101 and -152."""
 
 from kcnn._serialization import register
-from kcnn.layers._conv_utils import check_positive_int
+from kcnn._validation import check_positive_int
 from kcnn.layers._residual_base import ResidualBase
 
 

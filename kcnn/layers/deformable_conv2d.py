@@ -4,8 +4,8 @@ import keras
 from keras import layers, ops
 
 from kcnn._serialization import register
+from kcnn._validation import check_positive_int, normalize_tuple
 from kcnn.analysis import LayerGeometry, register_layer_analyzer
-from kcnn.layers._conv_utils import check_positive_int, normalize_tuple
 from kcnn.ops.deform_conv import deform_conv2d, deform_output_size, normalize_deform_padding
 
 

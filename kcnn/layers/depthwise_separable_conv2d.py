@@ -4,13 +4,13 @@ import keras
 from keras import layers
 
 from kcnn._serialization import register
-from kcnn.analysis import LayerGeometry, conv_output_size, register_layer_analyzer
-from kcnn.layers._conv_utils import (
+from kcnn._validation import (
     check_positive_int,
     check_strides_with_dilation,
     normalize_padding,
     normalize_tuple,
 )
+from kcnn.analysis import LayerGeometry, conv_output_size, register_layer_analyzer
 
 _NORMALIZATIONS = ("batch", None)
 

@@ -4,8 +4,8 @@ import keras
 from keras import ops
 
 from kcnn._serialization import register
+from kcnn._validation import check_positive_int
 from kcnn.analysis import LayerGeometry, register_layer_analyzer
-from kcnn.layers._conv_utils import check_positive_int
 
 _FILTER_ARGUMENTS = (
     "filters_1x1",

@@ -6,8 +6,8 @@ import keras
 from keras import ops
 
 from kcnn._serialization import register
+from kcnn._validation import is_int
 from kcnn.analysis import LayerGeometry, register_layer_analyzer
-from kcnn.layers._conv_utils import _is_int
 
 
 @register
@@ -58,7 +58,7 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
         super().__init__(**kwargs)
-        if not _is_int(depth_radius) or depth_radius < 0:
+        if not is_int(depth_radius) or depth_radius < 0:
             raise ValueError(
                 "`depth_radius` must be a non-negative int. "
                 f"Received: depth_radius={depth_radius!r}"

@@ -3,8 +3,8 @@
 import keras
 
 from kcnn._serialization import register
+from kcnn._validation import normalize_padding, normalize_tuple
 from kcnn.analysis import LayerGeometry, register_layer_analyzer
-from kcnn.layers._conv_utils import normalize_padding, normalize_tuple
 from kcnn.ops.argmax_pooling import max_pool_with_argmax, pooled_size
 
 

@@ -6,8 +6,8 @@ import numpy as np
 from keras import layers, ops, random
 
 from kcnn._serialization import register
+from kcnn._validation import normalize_padding, normalize_tuple
 from kcnn.analysis import LayerGeometry, conv_output_size, register_layer_analyzer
-from kcnn.layers._conv_utils import normalize_padding, normalize_tuple
 
 
 @register

@@ -32,6 +32,8 @@ import functools
 
 import tensorflow as tf
 
+from kcnn._validation import same_padding, window_output_size
+
 
 def pooled_size(size, pool, stride, padding):
     """Output length of a pooling window along one axis (TF's "valid" / "same" rules).
@@ -39,12 +41,9 @@ def pooled_size(size, pool, stride, padding):
     Returns (output_size, padding_before). `size` may be an int or a scalar tensor.
     """
     if padding == "valid":
-        return (size - pool) // stride + 1, 0
-    output = -(-size // stride)  # ceil division, also for tensors
-    pad_total = (output - 1) * stride + pool - size
-    if isinstance(pad_total, int):
-        pad_total = max(pad_total, 0)
-    else:
+        return window_output_size(size, pool, stride), 0
+    output, pad_total = same_padding(size, pool, stride)
+    if not isinstance(pad_total, int):
         pad_total = tf.maximum(pad_total, 0)
     return output, pad_total // 2
 

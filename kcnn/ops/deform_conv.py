@@ -45,7 +45,7 @@ import functools
 
 import tensorflow as tf
 
-from kcnn.layers._conv_utils import normalize_tuple
+from kcnn._validation import normalize_tuple, same_padding, window_output_size
 
 
 def _static_or_dynamic(tensor, axis):
@@ -54,8 +54,9 @@ def _static_or_dynamic(tensor, axis):
 
 
 def deform_output_size(size, kernel, stride, pad_total, dilation):
-    """floor((n + pad_total - d (k - 1) - 1) / s) + 1, for ints or scalar tensors."""
-    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
+    """floor((n + pad_total - d (k - 1) - 1) / s) + 1, for ints or scalar tensors (see
+    `kcnn._validation.window_output_size`)."""
+    return window_output_size(size, kernel, stride, pad_total, dilation)
 
 
 def normalize_deform_padding(padding):
@@ -93,9 +94,8 @@ def _pads(padding, size, kernel, stride, dilation, axis):
         return 0, 0
     if padding == "same":
         # TensorFlow's rule: the output has ceil(n / s) positions, odd padding goes after.
-        output = -(-size // stride)
-        total = (output - 1) * stride + dilation * (kernel - 1) + 1 - size
-        total = max(total, 0) if isinstance(total, int) else tf.maximum(total, 0)
+        _, total = same_padding(size, kernel, stride, dilation)
+        total = total if isinstance(total, int) else tf.maximum(total, 0)
         return total // 2, total
     before, after = padding[axis]
     return before, before + after

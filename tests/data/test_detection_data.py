@@ -166,7 +166,7 @@ def test_bad_arguments_name_the_argument(shapes):
         make_detection_dataset(images, outside)
     with pytest.raises(ValueError, match="`augment` must be None, a callable, or one of"):
         make_detection_dataset(images, boxes, augment="flip_translate")
-    with pytest.raises(ValueError, match="`batch_size` must be an int >= 1"):
+    with pytest.raises(ValueError, match="`batch_size` must be a positive int"):
         make_detection_dataset(images, boxes, batch_size=0)
     with pytest.raises(ValueError, match=r"Unknown detection dataset `name`='coco'"):
         load_detection_data("coco")

@@ -63,9 +63,9 @@ def test_bad_area_range_is_named(area_range):
 
 
 def test_bad_count_and_size_are_named():
-    with pytest.raises(ValueError, match="`count` must be an int >= 1. Received: count=0"):
+    with pytest.raises(ValueError, match="`count` must be a positive int. Received: count=0"):
         irregular_masks(0)
-    with pytest.raises(ValueError, match="`image_size` must be an int >= 1"):
+    with pytest.raises(ValueError, match="`image_size` must be a positive int"):
         irregular_masks(1, image_size=0)
 
 

@@ -57,8 +57,8 @@ def test_crop_larger_than_a_photo():
             r"`split` must be one of \['test', 'train'\]. "
             r"Received: split='validation'",
         ),
-        ({"crop_size": 0}, r"`crop_size` must be an int >= 1. Received: crop_size=0"),
-        ({"crops_per_photo": 1.5}, r"`crops_per_photo` must be an int >= 1"),
+        ({"crop_size": 0}, r"`crop_size` must be a positive int. Received: crop_size=0"),
+        ({"crops_per_photo": 1.5}, r"`crops_per_photo` must be a positive int"),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -165,7 +165,7 @@ def test_bad_arguments():
     ):
         make_dataset(images.astype(np.float32))
     with pytest.raises(
-        ValueError, match=r"`batch_size` must be an int >= 1. Received: batch_size=0"
+        ValueError, match=r"`batch_size` must be a positive int. Received: batch_size=0"
     ):
         make_dataset(images, batch_size=0)
 

@@ -153,7 +153,7 @@ def test_rectangular_size_and_size_limits():
         ({"max_size": 65}, r"Received: min_size=8, max_size=65"),
         ({"min_size": 2}, r"`min_size` must be an int >= 6. Received: min_size=2"),
         ({"backgrounds": "noise"}, r"`backgrounds` must be one of \('photos', 'plain'\)"),
-        ({"max_shapes": 0}, r"`max_shapes` must be an int >= 1. Received: max_shapes=0"),
+        ({"max_shapes": 0}, r"`max_shapes` must be a positive int. Received: max_shapes=0"),
     ],
 )
 def test_bad_arguments(kwargs, message):

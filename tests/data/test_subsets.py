@@ -32,8 +32,8 @@ def test_the_draw_depends_on_the_seed_only():
 @pytest.mark.parametrize(
     "count, message",
     [
-        (0, "`count` must be an int >= 1. Received: count=0"),
-        (2.5, "`count` must be an int >= 1. Received: count=2.5"),
+        (0, "`count` must be a positive int. Received: count=0"),
+        (2.5, "`count` must be a positive int. Received: count=2.5"),
         (6, "Class 0 has 5 images, fewer than `count`=6."),
     ],
 )

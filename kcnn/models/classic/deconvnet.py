@@ -2,8 +2,8 @@
 
 import keras
 
+from kcnn._validation import check_positive_int
 from kcnn.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
-from kcnn.layers._conv_utils import check_positive_int
 from kcnn.models.classic._common import (
     check_input_shape,
     check_min_size,
