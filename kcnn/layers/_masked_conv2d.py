@@ -138,7 +138,7 @@ class MaskedConv2D(layers.Layer):
             )
         )
         mask_channels = self.filters if self.multi_channel else 1
-        return [(batch, *spatial, self.filters), (batch, *spatial, mask_channels)]
+        return (batch, *spatial, self.filters), (batch, *spatial, mask_channels)
 
     def get_config(self):
         config = super().get_config()

@@ -71,7 +71,7 @@ class PartialConv2D(MaskedConv2D):
         have any numeric or boolean dtype; it is cast to the layer's compute dtype.
 
     Output shape:
-        A list `[y, new_mask]`: `y` of shape `(batch_size, new_height, new_width,
+        A tuple `(y, new_mask)`: `y` of shape `(batch_size, new_height, new_width,
         filters)` and `new_mask` of shape `(batch_size, new_height, new_width, 1)`, or
         `(batch_size, new_height, new_width, filters)` (all channels equal) with
         `multi_channel=True`. The spatial size is `ceil(size / strides)` with `"same"`
@@ -145,7 +145,7 @@ class PartialConv2D(MaskedConv2D):
         outputs = self.gated_output(products, count, new_mask)
         if self.multi_channel:
             new_mask = ops.tile(new_mask, (1, 1, 1, self.filters))
-        return [outputs, new_mask]
+        return outputs, new_mask
 
     def get_config(self):
         config = super().get_config()

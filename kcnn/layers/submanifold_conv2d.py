@@ -62,7 +62,7 @@ class SubmanifoldConv2D(MaskedConv2D):
         `mask` of shape `(batch_size, height, width, 1)`, of any numeric or boolean dtype.
 
     Output shape:
-        A list `[y, mask]`: `y` of shape `(batch_size, height, width, filters)` and the
+        A tuple `(y, mask)`: `y` of shape `(batch_size, height, width, filters)` and the
         binarized mask, `(batch_size, height, width, 1)`, in the layer's compute dtype.
 
     Raises:
@@ -135,7 +135,7 @@ class SubmanifoldConv2D(MaskedConv2D):
         active = ops.cast(ops.greater(mask, 0), self.compute_dtype)
         products, count = self.masked_window_sums(x, active)
         outputs = self.gated_output(products, count, active, renormalize=self.renormalize)
-        return [outputs, active]
+        return outputs, active
 
     def get_config(self):
         config = super().get_config()

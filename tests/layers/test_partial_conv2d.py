@@ -103,10 +103,10 @@ def test_output_shapes_and_weights():
     outputs, new_mask = layer([randn(2, 7, 9, 3), random_mask(2, 7, 9, 1)])
     assert tuple(outputs.shape) == (2, 4, 5, 6)
     assert tuple(new_mask.shape) == (2, 4, 5, 1)
-    assert layer.compute_output_shape([(2, 7, 9, 3), (2, 7, 9, 1)]) == [
+    assert layer.compute_output_shape([(2, 7, 9, 3), (2, 7, 9, 1)]) == (
         (2, 4, 5, 6),
         (2, 4, 5, 1),
-    ]
+    )
     assert layer.count_params() == 3 * 3 * 3 * 6 + 6
 
     multi = PartialConv2D(5, (3, 2), padding="valid", multi_channel=True, use_bias=False)
@@ -125,10 +125,10 @@ def test_unknown_batch_and_spatial_dimensions(multi_channel, padding):
     mask_channels = 3 if multi_channel else 1
     new_mask_channels = 4 if multi_channel else 1
     unknown = [(None, None, None, 3), (None, None, None, mask_channels)]
-    assert layer.compute_output_shape(unknown) == [
+    assert layer.compute_output_shape(unknown) == (
         (None, None, None, 4),
         (None, None, None, new_mask_channels),
-    ]
+    )
     symbolic = layer([keras.Input((None, None, 3)), keras.Input((None, None, mask_channels))])
     assert [tuple(tensor.shape) for tensor in symbolic] == [
         (None, None, None, 4),
@@ -137,7 +137,7 @@ def test_unknown_batch_and_spatial_dimensions(multi_channel, padding):
     for height, width in [(7, 9), (8, 5)]:
         shapes = [(2, height, width, 3), (2, height, width, mask_channels)]
         real = layer([randn(*shapes[0]), random_mask(*shapes[1])])
-        assert [tuple(tensor.shape) for tensor in real] == layer.compute_output_shape(shapes)
+        assert tuple(tuple(tensor.shape) for tensor in real) == layer.compute_output_shape(shapes)
 
 
 def test_config_round_trip():

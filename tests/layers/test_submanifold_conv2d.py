@@ -63,7 +63,7 @@ def test_matches_numpy_reference(kernel_size, dilation, renormalize, use_bias):
     expected = submanifold_reference(x, mask, kernel, bias, layer.dilation_rate, renormalize)
     np.testing.assert_allclose(outputs, expected, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(new_mask, mask)
-    assert layer.compute_output_shape([x.shape, mask.shape]) == [(2, 9, 11, 4), (2, 9, 11, 1)]
+    assert layer.compute_output_shape([x.shape, mask.shape]) == ((2, 9, 11, 4), (2, 9, 11, 1))
 
 
 def test_without_renormalization_equals_conv2d_of_the_zero_filled_input():
