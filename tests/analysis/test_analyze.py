@@ -16,7 +16,7 @@ from kcnn.analysis import (
 )
 
 # The package re-exports the function `analyze`, which shadows the module of the same name.
-analyze_module = importlib.import_module("kcnn.analysis.analyze")
+analyze_module = importlib.import_module("kcnn.analysis.analyzers")
 
 
 def by_name(analysis):
