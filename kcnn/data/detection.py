@@ -14,7 +14,7 @@ from kcnn.data.pipeline import (
     crop_window,
     scale_crop_window,
 )
-from kcnn.data.registry import TEST_SEED_OFFSET, ClassificationData, _load
+from kcnn.data.registry import TEST_SEED_OFFSET, ImageData, _load
 from kcnn.data.shapes import SHAPE_CLASSES, make_shapes
 
 DETECTION_AUGMENTATIONS = ("flip", "flip_scale")
@@ -25,7 +25,7 @@ PADDING = -1.0
 
 
 @dataclasses.dataclass(eq=False)
-class DetectionData(ClassificationData):
+class DetectionData(ImageData):
     """A detection dataset split into train and test.
 
     Attributes:

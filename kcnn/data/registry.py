@@ -17,15 +17,16 @@ from kcnn.data.shapes import make_shapes
 
 
 @dataclasses.dataclass(eq=False)
-class ClassificationData:
-    """A classification dataset split into train and test.
+class ImageData:
+    """Images and their targets, split into train and test: the common base of every task's
+    data set (what the targets are is the subclass's: labels, masks, hole masks, boxes).
 
     Attributes:
         x_train: uint8 array `(N_train, H, W, C)`.
-        y_train: int64 array `(N_train,)` of indices into `class_names`.
+        y_train: array `(N_train, ...)` of targets.
         x_test: uint8 array `(N_test, H, W, C)`.
-        y_test: int64 array `(N_test,)`.
-        class_names: tuple of str.
+        y_test: array `(N_test, ...)`.
+        class_names: tuple of str (empty when the task has no classes).
         name: str. The registry name the data was loaded under.
     """
 
@@ -43,6 +44,11 @@ class ClassificationData:
     @property
     def input_shape(self):
         return tuple(self.x_train.shape[1:])
+
+
+class ClassificationData(ImageData):
+    """A classification dataset split into train and test: `y_*` are int64 arrays `(N,)` of
+    indices into `class_names`."""
 
 
 def _resize_all(images, image_size):
@@ -154,7 +160,7 @@ def _load(registry, kind, data_class, name, kwargs):
     return data_class(x_train, y_train, x_test, y_test, tuple(class_names), name, *extra)
 
 
-class SegmentationData(ClassificationData):
+class SegmentationData(ImageData):
     """A segmentation dataset split into train and test: `y_*` are uint8 masks `(N, H, W)`
     of class indices into `class_names` (index 0 is usually the background)."""
 
@@ -224,7 +230,7 @@ def load_segmentation_data(name, **kwargs):
 
 
 @dataclasses.dataclass(eq=False)
-class InpaintingData(ClassificationData):
+class InpaintingData(ImageData):
     """An inpainting dataset: images, each with a hole mask, split into train and test.
 
     Attributes:

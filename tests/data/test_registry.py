@@ -5,6 +5,10 @@ import pytest
 from kcnn.data import (
     CLASSIFICATION_DATASETS,
     ClassificationData,
+    DetectionData,
+    ImageData,
+    InpaintingData,
+    SegmentationData,
     load_classification_data,
     load_digits,
 )
@@ -16,6 +20,13 @@ def write_class_folder(root, counts, size=(6, 5)):
         for index in range(count):
             pixels = np.full((*size, 3), 20 * class_index + index, dtype=np.uint8)
             PIL.Image.fromarray(pixels).save(root / class_name / f"{index}.png")
+
+
+def test_every_task_data_set_shares_the_image_data_base_and_none_is_a_classification_set():
+    for data_class in (ClassificationData, SegmentationData, InpaintingData, DetectionData):
+        assert issubclass(data_class, ImageData)
+    for data_class in (SegmentationData, InpaintingData, DetectionData):
+        assert not issubclass(data_class, ClassificationData)
 
 
 def test_names():
