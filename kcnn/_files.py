@@ -1,6 +1,8 @@
 """Writing results so that nothing a user had is lost or left half-written."""
 
 import contextlib
+import csv
+import json
 import os
 import shutil
 import tempfile
@@ -28,3 +30,24 @@ def atomic_path(target):
             os.replace(temporary, target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_json(path, values):
+    """Writes `values` as indented JSON to `path`, atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(values, indent=2), encoding="utf-8")
+
+
+def read_history_csv(path):
+    """Reads a Keras `CSVLogger` file into {metric: [value per epoch]}.
+
+    `CSVLogger` writes "NA" in the `val_` columns of a run without validation data; such
+    columns are left out.
+    """
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return {
+        key: [float(row[key]) for row in rows]
+        for key in rows[0]
+        if key != "epoch" and any(row[key] != "NA" for row in rows)
+    }

@@ -1,9 +1,13 @@
-"""The `kcnn` command: parses arguments, then calls the library."""
+"""The `kcnn` command: parses arguments, then calls the library.
+
+The library is imported inside the commands, not at the top: `TF_CPP_MIN_LOG_LEVEL` must be set
+before TensorFlow loads, and `kcnn --help` answers without loading it."""
 
 import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 USAGE_EXAMPLES = """examples:
   kcnn train configs/fashion_mnist.yaml
@@ -93,11 +97,8 @@ def _parser():
 
 
 def _analyze(target):
-    from pathlib import Path
-
     from kcnn.analysis import analyze
-    from kcnn.training import load_config, load_run
-    from kcnn.training.trainer import build_model, load_data
+    from kcnn.training import build_model, load_config, load_data, load_run
 
     if Path(target).is_dir():
         _, model = load_run(target)
@@ -152,7 +153,7 @@ def main(argv=None):
         elif arguments.command == "analyze":
             _analyze(arguments.target)
         elif arguments.command == "explain":
-            from kcnn.viz import explain_run
+            from kcnn.training.explain_run import explain_run
 
             path = explain_run(
                 arguments.run,

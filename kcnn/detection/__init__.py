@@ -2,6 +2,12 @@
 behind one contract; boxes, target assignment, losses, decoding with per-class NMS (TFLite
 builtins only) and COCO evaluation with pycocotools."""
 
+from kcnn.detection.anchor_boxes import (
+    RetinaNetDecoder,
+    RetinaNetLoss,
+    decode_anchor_deltas,
+    focal_loss,
+)
 from kcnn.detection.assigner import task_aligned_assign
 from kcnn.detection.boxes import (
     anchor_points,
@@ -21,21 +27,21 @@ from kcnn.detection.coco import (
     to_coco_ground_truth,
 )
 from kcnn.detection.decode import DetectionDecoder, decode_detections
-from kcnn.detection.detector import Detector
-from kcnn.detection.losses import DetectionLoss, varifocal_loss
-from kcnn.detection.retinanet import (
-    RetinaNet,
-    RetinaNetDecoder,
-    RetinaNetLoss,
-    decode_anchor_deltas,
-    focal_loss,
-    set_retinanet_prior,
+from kcnn.detection.detector import DetectionModel, Detector, detector_strides
+from kcnn.detection.detectors import (
+    detection_decoder,
+    detection_loss,
+    detector_with_decoder,
+    softplus_for_int8,
 )
+from kcnn.detection.losses import DetectionLoss, varifocal_loss
+from kcnn.detection.retinanet import RetinaNet, set_retinanet_prior
 
 __all__ = [
     "COCOMetricsCallback",
     "DetectionDecoder",
     "DetectionLoss",
+    "DetectionModel",
     "Detector",
     "RetinaNet",
     "RetinaNetDecoder",
@@ -47,6 +53,10 @@ __all__ = [
     "coco_evaluate",
     "decode_anchor_deltas",
     "decode_detections",
+    "detection_decoder",
+    "detection_loss",
+    "detector_strides",
+    "detector_with_decoder",
     "decode_distances",
     "encode_distances",
     "focal_loss",
@@ -54,6 +64,7 @@ __all__ = [
     "load_coco_ground_truth",
     "save_coco_detections",
     "set_retinanet_prior",
+    "softplus_for_int8",
     "task_aligned_assign",
     "to_coco_detections",
     "to_coco_ground_truth",

@@ -4,9 +4,12 @@ import math
 
 import keras
 
+from kcnn._serialization import register
 from kcnn.backbones import level_stride, pyramid_features, sorted_levels
 from kcnn.detection.decode import DetectionDecoder
+from kcnn.detection.losses import DetectionLoss
 from kcnn.layers import DeformableConv2D
+from kcnn.models._task_model import TaskModel
 from kcnn.models.registry import register_model
 
 PRIOR_PROBABILITY = 0.01
@@ -38,17 +41,51 @@ def _head_branch(x, convs, level):
     return x
 
 
+class DetectionModel(TaskModel):
+    """What every kcnn detector knows about itself: its classes, levels and strides, input
+    size, and the loss and decoder that fit its output layout `(B, points, 4 + classes)`.
+
+    Subclasses (`Detector`, `RetinaNet`) set `num_classes` and `levels` and write
+    `make_loss` and `make_decoder`; `LOSS_CLASS` is the loss class whose keyword arguments
+    a config's `train.loss` may set.
+    """
+
+    LOSS_CLASS = None
+
+    @property
+    def strides(self):
+        """The strides of the model's levels, finest first (8, 16, 32 for P3-P5)."""
+        return tuple(level_stride(level) for level in self.levels)
+
+    @property
+    def image_size(self):
+        """`(height, width)` of the model's input.
+
+        Raises:
+            ValueError: if the input size is not fixed (anchors depend on it).
+        """
+        height, width = self.input_shape[1:3]
+        if height is None or width is None:
+            raise ValueError(
+                "Decoding needs the detector's input size (its anchor points depend on it). "
+                f"Received: a model with input_shape={self.input_shape}"
+            )
+        return int(height), int(width)
+
+    def make_loss(self, **options):
+        """The training loss of this model's output, with the loss's own `options`."""
+        raise NotImplementedError
+
+    def make_decoder(self, **decoder_args):
+        """The layer turning this model's output into boxes, scores, classes and counts
+        after per-class NMS (`score_threshold`, `iou_threshold`, `max_detections`,
+        `name`)."""
+        raise NotImplementedError
+
+
+@register
 @register_model("detector", "detection", uses_backbone=True)
-def Detector(  # noqa: N802  (a model family, named like keras-hub's task models)
-    backbone,
-    num_classes,
-    levels=("P3", "P4", "P5"),
-    neck_filters=64,
-    head_filters=64,
-    head_convs=2,
-    deformable=False,
-    name="detector",
-):
+class Detector(DetectionModel):
     """Anchor-free one-stage detector: backbone pyramid, PAN neck, decoupled shared head.
 
     The design of FCOS (Tian et al. 2019, arXiv:1904.01355) and YOLOv8, at small widths:
@@ -91,10 +128,12 @@ def Detector(  # noqa: N802  (a model family, named like keras-hub's task models
         deformable: bool. Deformable 3x3 convs in the head. Defaults to False.
         name: str. Defaults to `"detector"`.
 
-    Returns:
-        A functional `keras.Model` from images `(B, H, W, C)` to `(B, num_points,
-        4 + num_classes)`. It holds only Keras and `kcnn.layers` layers, so its `.keras`
-        file reloads with no `custom_objects` once `kcnn` is imported.
+    Output shape:
+        `(B, num_points, 4 + num_classes)` from images `(B, H, W, C)`. The model knows
+        its `strides`, `image_size`, loss (`make_loss`) and decoder (`make_decoder`); its
+        `.keras` file reloads with no `custom_objects` once `kcnn` is imported.
+
+    The constructor arguments are the model's config and attributes.
 
     Raises:
         ValueError: for a bad argument (named, with the value received), a level the
@@ -108,6 +147,67 @@ def Detector(  # noqa: N802  (a model family, named like keras-hub's task models
     >>> Detector(backbone, num_classes=3, neck_filters=8, head_filters=8).output_shape
     (None, 84, 7)
     """
+
+    CONFIG_KEYS = (
+        "backbone",
+        "num_classes",
+        "levels",
+        "neck_filters",
+        "head_filters",
+        "head_convs",
+        "deformable",
+    )
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        levels=("P3", "P4", "P5"),
+        neck_filters=64,
+        head_filters=64,
+        head_convs=2,
+        deformable=False,
+        name="detector",
+        **kwargs,
+    ):
+        # === Layers and functional graph ===
+        inputs, outputs = _detector_graph(
+            backbone, num_classes, levels, neck_filters, head_filters, head_convs, deformable
+        )
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        # === Config ===
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.levels = tuple(sorted_levels(tuple(levels)))
+        self.neck_filters = neck_filters
+        self.head_filters = head_filters
+        self.head_convs = head_convs
+        self.deformable = deformable
+
+    LOSS_CLASS = DetectionLoss
+
+    def make_loss(self, **options):
+        """`DetectionLoss` for this detector's classes, input size and strides."""
+        return DetectionLoss(
+            num_classes=self.num_classes,
+            image_size=self.image_size,
+            strides=self.strides,
+            **options,
+        )
+
+    def make_decoder(self, **decoder_args):
+        """`DetectionDecoder` for this detector's classes, input size and strides."""
+        return DetectionDecoder(
+            num_classes=self.num_classes,
+            image_size=self.image_size,
+            strides=self.strides,
+            **decoder_args,
+        )
+
+
+def _detector_graph(
+    backbone, num_classes, levels, neck_filters, head_filters, head_convs, deformable
+):
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(
             f"`num_classes` must be a positive int. Received: num_classes={num_classes}"
@@ -203,92 +303,19 @@ def Detector(  # noqa: N802  (a model family, named like keras-hub's task models
     predictions = keras.layers.Activation("linear", dtype="float32", name="predictions")(
         predictions
     )
-    return keras.Model(inputs, predictions, name=name)
+    return inputs, predictions
 
 
 def detector_strides(model):
-    """The strides of a `Detector`'s levels, finest first (8, 16, 32 for P3-P5).
-
-    Read from the model's per-level head layers (`head_P<k>_flatten`), so a detector
-    reloaded from a `.keras` file needs no separate record of its levels.
+    """The strides of a detector's levels, finest first (8, 16, 32 for P3-P5): the model's
+    own `strides`.
 
     Raises:
-        ValueError: if `model` has no such layer (it is not a `Detector`).
+        ValueError: if `model` is not a kcnn detector.
     """
-    levels = [
-        layer.name[len("head_") : -len("_flatten")]
-        for layer in model.layers
-        if layer.name.startswith("head_P") and layer.name.endswith("_flatten")
-    ]
-    if not levels:
+    if not isinstance(model, DetectionModel):
         raise ValueError(
-            f"`model` must be a kcnn Detector (per-level `head_P<k>_flatten` layers). "
-            f"Received: model {model.name!r}"
+            "`model` must be a kcnn Detector or RetinaNet. "
+            f"Received: {type(model).__name__} {model.name!r}"
         )
-    return tuple(level_stride(level) for level in sorted_levels(levels))
-
-
-def detection_decoder(model, **decoder_args):
-    """The decoder of a detector: for a `Detector`, the `DetectionDecoder` of its class
-    count, input size and strides; for a `RetinaNet`, the `RetinaNetDecoder` of its anchors.
-
-    Args:
-        model: a `Detector` or `RetinaNet` with a fixed input size.
-        **decoder_args: `score_threshold`, `iou_threshold`, `max_detections`, `name`.
-
-    Raises:
-        ValueError: if `model` is not a `Detector` or its input size is not fixed.
-    """
-    height, width = model.input_shape[1:3]
-    if height is None or width is None:
-        raise ValueError(
-            "Decoding needs the detector's input size (its anchor points depend on it). "
-            f"Received: a model with input_shape={model.input_shape}"
-        )
-    from kcnn.detection.retinanet import RetinaNetDecoder, retinanet_anchors, retinanet_detector
-
-    if retinanet_detector(model) is not None:
-        return RetinaNetDecoder(
-            num_classes=model.output_shape[-1] - 4,
-            image_size=(height, width),
-            anchors=retinanet_anchors(model)[0],
-            **decoder_args,
-        )
-    return DetectionDecoder(
-        num_classes=model.output_shape[-1] - 4,
-        image_size=(height, width),
-        strides=detector_strides(model),
-        **decoder_args,
-    )
-
-
-SOFTPLUS = keras.activations.softplus
-
-
-def detector_with_decoder(model, **decoder_args):
-    """`image -> model -> DetectionDecoder`: a model that returns final detections.
-
-    Its output is the dict of `DetectionDecoder` (`boxes`, `scores`, `classes`, `count`);
-    it converts to TFLite with builtin ops only, so the file takes an image and returns
-    detections after NMS. Shares `model`'s layers (and weights); the box head's softplus
-    activations are switched to `softplus_for_int8`, the same function in a form int8
-    quantizes well.
-
-    Args:
-        model: a `Detector` or `RetinaNet` with a fixed input size.
-        **decoder_args: see `detection_decoder`.
-    """
-    decoder = detection_decoder(model, **decoder_args)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Activation) and layer.activation is SOFTPLUS:
-            layer.activation = softplus_for_int8
-    return keras.Model(model.inputs, decoder(model.outputs[0]), name=f"{model.name}_with_decoder")
-
-
-@keras.saving.register_keras_serializable(package="kcnn")
-def softplus_for_int8(x):
-    """softplus(x) written as max(x, 0) + log(1 + exp(−|x|)): equal in float (to 1e-6), but
-    an int8 TFLite file quantizes each part over a bounded range (the exp in (0, 1], the
-    log in (0, log 2]), where `keras.activations.softplus` becomes EXP, ADD and LOG over
-    the whole input range and its int8 box distances are off by several strides."""
-    return keras.ops.relu(x) + keras.ops.log1p(keras.ops.exp(-keras.ops.abs(x)))
+    return model.strides

@@ -10,11 +10,17 @@ from kcnn.export.exporters import (
     tflite_latency_ms,
     tflite_predict,
 )
-from kcnn.export.serving import RAW_SIGNATURE, SERVING_SIGNATURE, serving_metadata
+from kcnn.export.serving import (
+    RAW_SIGNATURE,
+    SERVING_SIGNATURE,
+    ServingSignature,
+    serving_metadata,
+)
 
 __all__ = [
     "RAW_SIGNATURE",
     "SERVING_SIGNATURE",
+    "ServingSignature",
     "ExportError",
     "ExportParityError",
     "LiteRTRunner",

@@ -29,14 +29,15 @@ def export_saved_model(model, path, task=None, class_names=(), image_size=None, 
     """Writes `model` as a TensorFlow SavedModel.
 
     Without `task` the SavedModel has Keras's `serve` endpoint only (float32 inputs, what
-    `model.export` writes). With `task` it also has a `serving_default` signature that takes
-    uint8 images of any size and returns what a user wants (see `kcnn.export.serving`).
+    `model.export` writes). With `task` it also has the task's `serving_default` signature,
+    which takes uint8 images of any size and returns what a user wants (see
+    `kcnn.export.serving` and `kcnn.tasks.Task.serving_signature`).
     The previous folder at `path`, if any, is replaced only once the new one is complete.
 
     Args:
         model: a built `keras.Model`.
         path: folder to write.
-        task: None, `"classification"`, `"segmentation"`, `"inpainting"` or `"detection"`.
+        task: None or the model's `kcnn.tasks.Task`, e.g. `kcnn.tasks.get_task("segmentation")`.
         class_names: class names, for the labels of classification's top-k output.
         image_size: int or (height, width) to resize images to when the model's input
             size is not static.
@@ -50,7 +51,8 @@ def export_saved_model(model, path, task=None, class_names=(), image_size=None, 
         if task is None:
             model.export(str(temporary), format="tf_saved_model", verbose=False)
         else:
-            write_serving_saved_model(model, temporary, task, class_names, image_size)
+            signature = task.serving_signature(model, class_names, image_size)
+            write_serving_saved_model(model, temporary, signature)
         if metadata is not None:
             (temporary / "assets").mkdir(exist_ok=True)
             (temporary / "assets" / "metadata.json").write_text(json.dumps(metadata, indent=2))

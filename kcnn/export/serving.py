@@ -21,12 +21,17 @@ A kcnn SavedModel has two endpoints:
 
 - `serve` is the Keras model itself on float32 inputs in [0, 1] (what `model.export` writes);
   the TFLite files are converted from it, except detection's, which are converted from the
-  detector followed by its decoder and NMS (`kcnn.detection.detector.detector_with_decoder`):
+  detector followed by its decoder and NMS (`kcnn.detection.detector_with_decoder`):
   they take the float image and return the final detections, in model-input pixels.
+
+Each task builds its own `serving_default` (`kcnn.tasks.Task.serving_signature`) from the
+endpoints of this module; this module knows no task.
 
 Neither needs kcnn to run: `tf.saved_model.load(path).signatures["serving_default"]` or
 `saved_model_cli run --dir PATH --tag_set serve --signature_def serving_default ...`.
 """
+
+import dataclasses
 
 import keras
 import tensorflow as tf
@@ -36,8 +41,18 @@ RAW_SIGNATURE = "serve"
 TOP_K = 5
 
 
-def _spatial_size(model, image_size):
-    """The (height, width) the model takes: its static input size, else `image_size`."""
+@dataclasses.dataclass(frozen=True)
+class ServingSignature:
+    """A SavedModel endpoint: a function of uint8 tensors returning a dict of outputs, and
+    the `tf.TensorSpec` of each of its inputs."""
+
+    function: object
+    inputs: list
+
+
+def spatial_size(model, image_size=None):
+    """The (height, width) the model takes: its static input size, else `image_size`
+    (an int or a pair), else None (the client's size is kept)."""
     height, width = model.inputs[0].shape[1:3]
     if height is not None and width is not None:
         return int(height), int(width)
@@ -56,7 +71,20 @@ def _unit_images(images, size):
     return _resize(tf.cast(images, tf.float32) / 255.0, size)
 
 
-def _classification_endpoint(model, size, class_names):
+def uint8_image_specs(model, masks=False):
+    """The uint8 inputs of a `serving_default`: `images` (B, H, W, C) of any size, and
+    with `masks=True` also `masks` (B, H, W, 1)."""
+    channels = int(model.inputs[0].shape[-1])
+    specs = [tf.TensorSpec((None, None, None, channels), tf.uint8, name="images")]
+    if masks:
+        specs.append(tf.TensorSpec((None, None, None, 1), tf.uint8, name="masks"))
+    return specs
+
+
+def classification_endpoint(model, class_names, image_size=None):
+    """uint8 `images` -> `probabilities` (B, K), `top_k_indices`, `top_k_scores` and
+    `top_k_labels` (class names)."""
+    size = spatial_size(model, image_size)
     labels = tf.constant([str(name) for name in class_names])
     k = min(TOP_K, len(class_names))
 
@@ -73,8 +101,10 @@ def _classification_endpoint(model, size, class_names):
     return serve
 
 
-def _segmentation_endpoint(model, size, class_names):
-    del class_names  # the class map holds indices; names are in metadata.json
+def segmentation_endpoint(model, image_size=None):
+    """uint8 `images` -> `class_map` int32 (B, H, W) and `probabilities` (B, H, W, K), both
+    at the input's size."""
+    size = spatial_size(model, image_size)
 
     def serve(images):
         input_size = tf.shape(images)[1:3]
@@ -88,8 +118,10 @@ def _segmentation_endpoint(model, size, class_names):
     return serve
 
 
-def _inpainting_endpoint(model, size, class_names):
-    del class_names
+def inpainting_endpoint(model, image_size=None):
+    """uint8 `images` and `masks` (nonzero = known) -> `inpainted` uint8, the known pixels
+    kept and the holes filled, and `prediction`, the network's float32 output in [0, 1]."""
+    size = spatial_size(model, image_size)
 
     def serve(images, masks):
         input_size = tf.shape(images)[1:3]
@@ -107,11 +139,16 @@ def _inpainting_endpoint(model, size, class_names):
     return serve
 
 
-def _detection_endpoint(model, size, class_names):
-    # Imported here: kcnn.detection imports kcnn.backbones, which this module does not need.
-    from kcnn.detection.detector import detection_decoder
+def detection_endpoint(model, decoder, class_names, image_size=None):
+    """uint8 `images` -> `decoder`'s detections of the model's output, boxes in pixels of
+    the input image, with `class_names` (B, D) strings ("" on padding rows).
 
-    decoder = detection_decoder(model)
+    Args:
+        decoder: a layer mapping the model's output to `boxes`, `scores`, `classes` and
+            `count` for images of `decoder.image_size` (e.g. `kcnn.detection`'s
+            `DetectionDecoder`).
+    """
+    size = spatial_size(model, image_size)
     labels = tf.constant([str(name) for name in class_names])
     model_height, model_width = decoder.image_size
 
@@ -132,42 +169,29 @@ def _detection_endpoint(model, size, class_names):
     return serve
 
 
-ENDPOINTS = {
-    "classification": _classification_endpoint,
-    "segmentation": _segmentation_endpoint,
-    "inpainting": _inpainting_endpoint,
-    "detection": _detection_endpoint,
-}
-
-
-def _uint8_signature(model, task):
-    channels = [int(tensor.shape[-1]) for tensor in model.inputs]
-    images = tf.TensorSpec((None, None, None, channels[0]), tf.uint8, name="images")
-    if task == "inpainting":
-        return [images, tf.TensorSpec((None, None, None, 1), tf.uint8, name="masks")]
-    return [images]
-
-
 def _raw_signature(model):
     specs = [tf.TensorSpec(tensor.shape, tensor.dtype, name=tensor.name) for tensor in model.inputs]
     return [specs[0] if len(specs) == 1 else specs]
 
 
 def serving_metadata(model, task, class_names, image_size=None):
-    """What a client needs to call the exported files, as a JSON-able dict."""
-    size = _spatial_size(model, image_size)
-    tflite_outputs = "as the `serve` signature"
-    if task == "detection":
-        tflite_outputs = (
-            "final detections after per-class NMS, in model_input_size pixels: boxes (B, D, 4) "
-            "xyxy, scores (B, D), classes (B, D) int32, -1 for padding rows, count (B,)"
-        )
+    """What a client needs to call the exported files, as a JSON-able dict.
+
+    Args:
+        model: the trained `keras.Model`.
+        task: the model's `kcnn.tasks.Task` (its name, serving signature and what its
+            TFLite files return).
+        class_names: the class names.
+        image_size: int or (height, width) the model was trained at, when its input size
+            is not static.
+    """
+    size = spatial_size(model, image_size)
+    signature = task.serving_signature(model, class_names, image_size)
     uint8_inputs = {
-        spec.name: f"uint8 {[None, None, None, spec.shape[-1]]}"
-        for spec in _uint8_signature(model, task)
+        spec.name: f"uint8 {[None, None, None, spec.shape[-1]]}" for spec in signature.inputs
     }
     return {
-        "task": task,
+        "task": task.name,
         "class_names": [str(name) for name in class_names],
         "model_input_size": list(size) if size is not None else None,
         "signatures": {
@@ -185,34 +209,16 @@ def serving_metadata(model, task, class_names, image_size=None):
         },
         "tflite_inputs": "as the `serve` signature: float32 in [0, 1] at model_input_size "
         "(int8/uint8 with the file's quantization parameters for full-integer exports)",
-        "tflite_outputs": tflite_outputs,
+        "tflite_outputs": task.tflite_outputs,
     }
 
 
-def write_serving_saved_model(model, directory, task, class_names, image_size=None):
-    """Writes a SavedModel with the `serving_default` (uint8) and `serve` (float) endpoints
-    into `directory`, which must not exist yet (see `kcnn.export.export_saved_model`).
-
-    Args:
-        model: a built `keras.Model` of `task`.
-        directory: folder to create.
-        task: `"classification"`, `"segmentation"`, `"inpainting"` or `"detection"`.
-        class_names: the class names (top-k labels of classification, detection labels).
-        image_size: int or (height, width) the uint8 images are resized to when the model's
-            input size is not static. None keeps the client's size.
-    """
-    if task not in ENDPOINTS:
-        raise ValueError(
-            f"`task` must be one of {sorted(ENDPOINTS)} for a serving signature. "
-            f"Received: task={task!r}"
-        )
-    size = _spatial_size(model, image_size)
+def write_serving_saved_model(model, directory, signature):
+    """Writes a SavedModel with the `serving_default` endpoint `signature` (a
+    `ServingSignature`) and Keras's float `serve` endpoint into `directory`, which must not
+    exist yet (see `kcnn.export.export_saved_model`)."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        SERVING_SIGNATURE,
-        ENDPOINTS[task](model, size, class_names),
-        input_signature=_uint8_signature(model, task),
-    )
+    archive.add_endpoint(SERVING_SIGNATURE, signature.function, input_signature=signature.inputs)
     archive.add_endpoint(RAW_SIGNATURE, model.__call__, input_signature=_raw_signature(model))
     archive.write_out(str(directory), verbose=False)

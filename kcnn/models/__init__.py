@@ -1,6 +1,7 @@
 """Architectures built on kcnn backbones, registered by name (see `kcnn.models.registry`)."""
 
 from kcnn.models import classic  # noqa: F401  (registers LeNet-5 ... DeconvNet)
+from kcnn.models.classifier import build_classifier
 from kcnn.models.fcn import FCN
 from kcnn.models.pconv_unet import ConvUNetInpaint, PConvUNet
 from kcnn.models.registry import MODELS, get_model_entry, model_names, register_model
@@ -14,6 +15,7 @@ __all__ = [
     "PConvUNet",
     "SegNet",
     "UNet",
+    "build_classifier",
     "get_model_entry",
     "model_names",
     "register_model",

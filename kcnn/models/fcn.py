@@ -6,13 +6,13 @@ import numpy as np
 from kcnn._serialization import register
 from kcnn.backbones import level_stride, pyramid_features, sorted_levels
 from kcnn.models._blocks import MatchSpatialSize
+from kcnn.models._task_model import TaskModel
 from kcnn.models.registry import register_model
 
 
+@register
 @register_model("fcn", "segmentation", uses_backbone=True)
-def FCN(  # noqa: N802
-    backbone, num_classes, skip_levels=2, head_filters=None, name="fcn", input_shape=None
-):
+class FCN(TaskModel):
     """FCN: 1x1 classifier convs on backbone features, upsampled and fused with skips.
 
     The coarsest pyramid level is scored by a 1x1 conv (after an optional 3x3 conv with
@@ -31,8 +31,11 @@ def FCN(  # noqa: N802
         name: str. Defaults to `"fcn"`.
         input_shape: ignored (the backbone fixes it).
 
-    Returns:
-        A functional `keras.Model` mapping images to per-pixel class probabilities.
+    Output shape:
+        Per-pixel class probabilities `(B, H, W, num_classes)`, float32, at the input's
+        size.
+
+    The constructor arguments are the model's config and attributes.
 
     Raises:
         ValueError: if `skip_levels` is negative or larger than the backbone allows.
@@ -45,7 +48,36 @@ def FCN(  # noqa: N802
     >>> model(np.zeros((1, 30, 22, 3), "float32")).shape
     TensorShape([1, 30, 22, 3])
     """
-    del input_shape
+
+    CONFIG_KEYS = (
+        "backbone",
+        "num_classes",
+        "skip_levels",
+        "head_filters",
+    )
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        skip_levels=2,
+        head_filters=None,
+        name="fcn",
+        input_shape=None,
+        **kwargs,
+    ):
+        del input_shape
+        # === Layers and functional graph ===
+        inputs, outputs = _fcn_graph(backbone, num_classes, skip_levels, head_filters)
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        # === Config ===
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.skip_levels = skip_levels
+        self.head_filters = head_filters
+
+
+def _fcn_graph(backbone, num_classes, skip_levels, head_filters):
     inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
     features = pyramid_features(backbone, inputs)
     levels = sorted_levels(features)
@@ -71,7 +103,7 @@ def FCN(  # noqa: N802
         scores = _bilinear_upsampler(num_classes, factor, "upscore_final")(scores)
     scores = MatchSpatialSize(name="crop_final")([scores, inputs])
     outputs = keras.layers.Activation("softmax", dtype="float32", name="predictions")(scores)
-    return keras.Model(inputs, outputs, name=name)
+    return inputs, outputs
 
 
 def _bilinear_upsampler(channels, factor, name):

@@ -3,7 +3,9 @@ U-Net of the same size as its baseline."""
 
 import keras
 
+from kcnn._serialization import register
 from kcnn.layers import PartialConv2D
+from kcnn.models._task_model import TaskModel
 from kcnn.models.registry import register_model
 
 # Encoder kernel sizes of the paper's table (PConv1 7x7, PConv2-3 5x5, then 3x3).
@@ -53,14 +55,9 @@ def _normalize_activate(x, batch_norm, activation, name):
     return keras.layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_leaky_relu")(x)
 
 
+@register
 @register_model("pconv_unet", "inpainting")
-def PConvUNet(  # noqa: N802  (a model family, named like keras-hub's task models)
-    input_shape,
-    num_classes=None,
-    width=32,
-    depth=5,
-    name="pconv_unet",
-):
+class PConvUNet(TaskModel):
     """The partial-convolution U-Net of Liu et al. (2018) for irregular holes.
 
     Liu, Reda, Shih, Wang, Tao & Catanzaro, "Image Inpainting for Irregular Holes Using
@@ -91,12 +88,14 @@ def PConvUNet(  # noqa: N802  (a model family, named like keras-hub's task model
         depth: int >= 1. Encoder levels (stride-2 layers); the paper uses 8. Defaults to 5.
         name: str. Defaults to `"pconv_unet"`.
 
-    Returns:
-        A functional `keras.Model` with inputs `[masked_image, mask]`, `masked_image` of
+    Input and output:
+        Inputs `[masked_image, mask]`, `masked_image` of
         shape `(B, H, W, C)` in [0, 1] (holes may hold anything: they are never read) and
         `mask` `(B, H, W, 1)` with 1 = valid and 0 = hole, and one float32 output, the
         predicted image `(B, H, W, C)` (linear, as in the paper: not clipped). The
         composited result is `mask * image + (1 - mask) * output`.
+
+    The constructor arguments are the model's config and attributes.
 
     Raises:
         ValueError: if `width` or `depth` is not a positive int, or the input size is not
@@ -108,6 +107,34 @@ def PConvUNet(  # noqa: N802  (a model family, named like keras-hub's task model
     >>> [tuple(x.shape) for x in model.inputs], model.output_shape
     ([(None, 32, 32, 3), (None, 32, 32, 1)], (None, 32, 32, 3))
     """
+
+    CONFIG_KEYS = (
+        "input_shape",
+        "num_classes",
+        "width",
+        "depth",
+    )
+
+    def __init__(
+        self,
+        input_shape,
+        num_classes=None,
+        width=32,
+        depth=5,
+        name="pconv_unet",
+        **kwargs,
+    ):
+        # === Layers and functional graph ===
+        inputs, outputs = _pconv_unet_graph(input_shape, num_classes, width, depth)
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        # === Config ===
+        self.image_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.width = width
+        self.depth = depth
+
+
+def _pconv_unet_graph(input_shape, num_classes, width, depth):
     del num_classes
     input_shape = _check_arguments(input_shape, width, depth)
     channels = input_shape[-1]
@@ -149,17 +176,12 @@ def PConvUNet(  # noqa: N802  (a model family, named like keras-hub's task model
         )([x, m])
         if not last:
             x = _normalize_activate(x, True, "leaky_relu", prefix)
-    return keras.Model([image, mask], x, name=name)
+    return [image, mask], x
 
 
+@register
 @register_model("conv_unet_inpaint", "inpainting")
-def ConvUNetInpaint(  # noqa: N802  (a model family, named like keras-hub's task models)
-    input_shape,
-    num_classes=None,
-    width=32,
-    depth=5,
-    name="conv_unet_inpaint",
-):
+class ConvUNetInpaint(TaskModel):
     """The baseline of `PConvUNet`: the same U-Net with plain `Conv2D` layers.
 
     Liu et al. (2018, arXiv:1804.07723) compare partial convolutions against the same
@@ -179,8 +201,10 @@ def ConvUNetInpaint(  # noqa: N802  (a model family, named like keras-hub's task
         depth: int >= 1. Encoder levels. Defaults to 5.
         name: str. Defaults to `"conv_unet_inpaint"`.
 
-    Returns:
-        A functional `keras.Model` with the inputs and output of `PConvUNet`.
+    Input and output:
+        Those of `PConvUNet`.
+
+    The constructor arguments are the model's config and attributes.
 
     Raises:
         ValueError: as `PConvUNet`.
@@ -191,6 +215,34 @@ def ConvUNetInpaint(  # noqa: N802  (a model family, named like keras-hub's task
     >>> model.output_shape
     (None, 32, 32, 3)
     """
+
+    CONFIG_KEYS = (
+        "input_shape",
+        "num_classes",
+        "width",
+        "depth",
+    )
+
+    def __init__(
+        self,
+        input_shape,
+        num_classes=None,
+        width=32,
+        depth=5,
+        name="conv_unet_inpaint",
+        **kwargs,
+    ):
+        # === Layers and functional graph ===
+        inputs, outputs = _conv_unet_graph(input_shape, num_classes, width, depth)
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        # === Config ===
+        self.image_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.width = width
+        self.depth = depth
+
+
+def _conv_unet_graph(input_shape, num_classes, width, depth):
     del num_classes
     input_shape = _check_arguments(input_shape, width, depth)
     channels = input_shape[-1]
@@ -228,4 +280,4 @@ def ConvUNetInpaint(  # noqa: N802  (a model family, named like keras-hub's task
         )(x)
         if not last:
             x = _normalize_activate(x, True, "leaky_relu", prefix)
-    return keras.Model([image, mask], x, name=name)
+    return [image, mask], x

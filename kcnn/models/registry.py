@@ -2,24 +2,34 @@
 
 Every builder takes `input_shape` and `num_classes` as keyword arguments (plus `backbone`, a
 kcnn backbone instance, for the families that sit on one) and its own keyword arguments, and
-returns a functional `keras.Model` ending in a float32 softmax: `(batch, num_classes)` for
-classification, `(batch, height, width, num_classes)` for segmentation. Inpainting models take
-`[masked_image, mask]` and return the float32 image (`num_classes` is ignored). Detection models
-return `(batch, points, 4 + num_classes)` box distances and class logits (see
+returns a `keras.Model`: `(batch, num_classes)` float32 probabilities for classification,
+`(batch, height, width, num_classes)` for segmentation. Inpainting models take
+`[masked_image, mask]` and return the float32 image (`num_classes` is ignored). Detection
+models return `(batch, points, 4 + num_classes)` box channels and class logits (see
 `kcnn.detection.Detector`).
+
+Each entry names the task it serves; the task names themselves are the task registry's
+(`kcnn.tasks.task_names()`), which checks a config's model against its task.
 """
 
 import dataclasses
-
-TASKS = ("classification", "segmentation", "inpainting", "detection")
+import inspect
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
+    """A registered builder: its name, its task, whether it takes a backbone instance, and
+    the keyword arguments it accepts (read once, at registration)."""
+
     name: str
     task: str
     builder: object
     uses_backbone: bool
+    parameters: frozenset = frozenset()
+
+    def accepts(self, argument):
+        """Whether the builder takes the keyword argument `argument`."""
+        return argument in self.parameters
 
 
 MODELS = {}
@@ -27,13 +37,12 @@ MODELS = {}
 
 def register_model(name, task, uses_backbone=False):
     """Decorator adding a builder to `MODELS` under `name` for `task`."""
-    if task not in TASKS:
-        raise ValueError(f"`task` must be one of {TASKS}. Received: task={task!r}")
 
     def decorator(builder):
         if name in MODELS:
             raise ValueError(f"A model named {name!r} is already registered.")
-        MODELS[name] = ModelEntry(name, task, builder, uses_backbone)
+        parameters = frozenset(inspect.signature(builder).parameters)
+        MODELS[name] = ModelEntry(name, task, builder, uses_backbone, parameters)
         return builder
 
     return decorator

@@ -2,19 +2,16 @@
 
 import keras
 
+from kcnn._serialization import register
 from kcnn.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kcnn.models._blocks import conv_block, softmax_head
+from kcnn.models._task_model import TaskModel
 from kcnn.models.registry import register_model
 
 
+@register
 @register_model("segnet", "segmentation")
-def SegNet(  # noqa: N802
-    input_shape,
-    num_classes,
-    filters=(64, 128, 256, 512, 512),
-    convs_per_stage=(2, 2, 3, 3, 3),
-    name="segnet",
-):
+class SegNet(TaskModel):
     """SegNet: a VGG-style encoder whose max-pooling indices drive the decoder's unpooling.
 
     Each encoder stage is `convs` x (3x3 conv + BN + ReLU) followed by 2x2 max-pooling that
@@ -31,8 +28,10 @@ def SegNet(  # noqa: N802
             `(2, 2, 3, 3, 3)`.
         name: str. Defaults to `"segnet"`.
 
-    Returns:
-        A functional `keras.Model` mapping images to per-pixel class probabilities.
+    Output shape:
+        Per-pixel class probabilities `(B, H, W, num_classes)`, float32.
+
+    The constructor arguments are the model's config and attributes.
 
     Raises:
         ValueError: if `filters` and `convs_per_stage` differ in length or hold non-positive
@@ -42,6 +41,34 @@ def SegNet(  # noqa: N802
     >>> SegNet((32, 32, 3), num_classes=4, filters=(8, 16), convs_per_stage=(1, 1)).output_shape
     (None, 32, 32, 4)
     """
+
+    CONFIG_KEYS = (
+        "input_shape",
+        "num_classes",
+        "filters",
+        "convs_per_stage",
+    )
+
+    def __init__(
+        self,
+        input_shape,
+        num_classes,
+        filters=(64, 128, 256, 512, 512),
+        convs_per_stage=(2, 2, 3, 3, 3),
+        name="segnet",
+        **kwargs,
+    ):
+        # === Layers and functional graph ===
+        inputs, outputs = _segnet_graph(input_shape, num_classes, filters, convs_per_stage)
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        # === Config ===
+        self.image_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.filters = tuple(filters)
+        self.convs_per_stage = tuple(convs_per_stage)
+
+
+def _segnet_graph(input_shape, num_classes, filters, convs_per_stage):
     filters, convs_per_stage = tuple(filters), tuple(convs_per_stage)
     if len(filters) != len(convs_per_stage) or not filters:
         raise ValueError(
@@ -67,4 +94,4 @@ def SegNet(  # noqa: N802
         out_filters = filters[stage - 1] if stage > 0 else filters[0]
         x = conv_block(x, out_filters, convs_per_stage[stage], name=f"decoder{stage}")
     outputs = softmax_head(x, num_classes)
-    return keras.Model(inputs, outputs, name=name)
+    return inputs, outputs

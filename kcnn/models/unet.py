@@ -2,8 +2,10 @@
 
 import keras
 
+from kcnn._serialization import register
 from kcnn.backbones import level_stride, pyramid_features, sorted_levels
 from kcnn.models._blocks import conv_block, softmax_head
+from kcnn.models._task_model import TaskModel
 from kcnn.models.registry import register_model
 
 UPSAMPLINGS = ("transpose", "bilinear")
@@ -18,17 +20,9 @@ def _upsample(x, filters, factor, upsampling, name):
     return keras.layers.Conv2D(filters, 1, name=f"{name}_up_proj")(x)
 
 
+@register
 @register_model("unet", "segmentation", uses_backbone=True)
-def UNet(  # noqa: N802  (a model family, named like keras-hub's task models)
-    backbone,
-    num_classes,
-    decoder_filters=(256, 128, 64, 32, 16),
-    upsampling="transpose",
-    separable=False,
-    convs_per_block=2,
-    name="unet",
-    input_shape=None,
-):
+class UNet(TaskModel):
     """U-Net: the backbone's pyramid as encoder, a decoder with skip connections.
 
     The decoder starts at the coarsest pyramid level and, level by level, upsamples by the
@@ -53,10 +47,13 @@ def UNet(  # noqa: N802  (a model family, named like keras-hub's task models)
         name: str. Defaults to `"unet"`.
         input_shape: ignored (the backbone fixes it); accepted so every registry builder
             takes the same keyword arguments.
+        **kwargs: `keras.Model` arguments (`trainable`, `dtype`).
 
-    Returns:
-        A functional `keras.Model` mapping images `(B, H, W, C)` in [0, 1] to probabilities
-        `(B, H, W, num_classes)`.
+    Input shape:
+        Images `(B, H, W, C)` in [0, 1], as the backbone takes them.
+
+    Output shape:
+        Per-pixel class probabilities `(B, H, W, num_classes)`, float32.
 
     Raises:
         ValueError: for a bad argument, or a fixed input size not divisible by the
@@ -68,7 +65,44 @@ def UNet(  # noqa: N802  (a model family, named like keras-hub's task models)
     >>> UNet(backbone, num_classes=3, decoder_filters=(16, 8)).output_shape
     (None, 32, 32, 3)
     """
-    del input_shape
+
+    CONFIG_KEYS = (
+        "backbone",
+        "num_classes",
+        "decoder_filters",
+        "upsampling",
+        "separable",
+        "convs_per_block",
+    )
+
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        decoder_filters=(256, 128, 64, 32, 16),
+        upsampling="transpose",
+        separable=False,
+        convs_per_block=2,
+        name="unet",
+        input_shape=None,
+        **kwargs,
+    ):
+        del input_shape
+        # === Layers and functional graph ===
+        inputs, outputs = _unet_graph(
+            backbone, num_classes, decoder_filters, upsampling, separable, convs_per_block
+        )
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        # === Config ===
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.decoder_filters = tuple(decoder_filters)
+        self.upsampling = upsampling
+        self.separable = separable
+        self.convs_per_block = convs_per_block
+
+
+def _unet_graph(backbone, num_classes, decoder_filters, upsampling, separable, convs_per_block):
     if upsampling not in UPSAMPLINGS:
         raise ValueError(
             f"`upsampling` must be one of {UPSAMPLINGS}. Received: upsampling={upsampling!r}"
@@ -113,4 +147,4 @@ def UNet(  # noqa: N802  (a model family, named like keras-hub's task models)
         remaining //= 2
         block += 1
     outputs = softmax_head(x, num_classes)
-    return keras.Model(inputs, outputs, name=name)
+    return inputs, outputs

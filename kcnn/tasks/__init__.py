@@ -1,5 +1,10 @@
-"""Task models: a backbone plus the head, losses and metrics of one task."""
+"""Tasks: each kind of problem behind one `Task` contract (see `kcnn.tasks.base`).
 
+Importing this package registers the four built-in tasks; `get_task(name)` returns one and
+`task_names()` lists them.
+"""
+
+from kcnn.tasks.base import TASKS, Task, get_task, register_task, task_names
 from kcnn.tasks.classification import ClassificationTask, build_classifier
 from kcnn.tasks.detection import DetectionTask
 from kcnn.tasks.inpainting import (
@@ -21,11 +26,6 @@ from kcnn.tasks.losses import (
 )
 from kcnn.tasks.segmentation import SegmentationTask, segmentation_scores
 
-TASKS = {
-    task.name: task
-    for task in (ClassificationTask(), SegmentationTask(), InpaintingTask(), DetectionTask())
-}
-
 __all__ = [
     "TASKS",
     "ClassificationTask",
@@ -41,9 +41,13 @@ __all__ = [
     "SegmentationTask",
     "StructuralSimilarity",
     "SumLoss",
+    "Task",
     "build_classifier",
+    "get_task",
     "inpainting_loss",
     "inpainting_scores",
+    "register_task",
     "segmentation_loss",
     "segmentation_scores",
+    "task_names",
 ]

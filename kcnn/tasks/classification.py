@@ -1,128 +1,84 @@
-"""Image classification on any kcnn backbone."""
+"""Image classification: one class label per image."""
 
 import keras
 import numpy as np
 
-from kcnn.backbones import pyramid_features, sorted_levels
-from kcnn.models.registry import register_model
+from kcnn.data import load_classification_data, make_dataset, per_class_subset
+from kcnn.export.serving import ServingSignature, classification_endpoint, uint8_image_specs
+from kcnn.models.classifier import build_classifier
+from kcnn.tasks.base import Task, register_task
 from kcnn.viz import confusion_matrix, plot_confusion_matrix
 
-
-@register_model("classifier", "classification", uses_backbone=True)
-def build_classifier(
-    backbone, num_classes, dropout=0.0, level=None, name="classifier", input_shape=None
-):
-    """Puts a global-average-pooling classification head on a backbone.
-
-    The head is the one of Network in Network (Lin et al. 2013, arXiv:1312.4400) and of
-    ResNet: global average pooling over the deepest (or chosen) pyramid level, optional
-    dropout, and a dense softmax layer, so the model runs on any input size the backbone
-    accepts. The softmax is computed in float32 so mixed precision stays stable.
-
-    Args:
-        backbone: a kcnn backbone (see `kcnn.backbones.build_backbone`).
-        num_classes: int >= 2. Number of classes.
-        dropout: float in [0, 1). Dropout rate before the dense layer. Defaults to 0.
-        level: str or None. Pyramid key to classify from, e.g. `"P3"`. Defaults to the
-            coarsest level the backbone gives.
-        name: str. Model name. Defaults to `"classifier"`.
-        input_shape: ignored (the backbone fixes it); accepted so every registry builder
-            takes the same keyword arguments.
-
-    Returns:
-        A functional `keras.Model` mapping images (floats in [0, 1]) to class
-        probabilities of shape `(batch, num_classes)`.
-
-    Raises:
-        ValueError: if `num_classes` < 2, `dropout` is outside [0, 1) or `level` is not a
-            key of the backbone's pyramid.
-
-    Example:
-    >>> from kcnn.backbones import build_backbone
-    >>> backbone = build_backbone("plain_cnn", input_shape=(28, 28, 1), filters=(8, 16))
-    >>> build_classifier(backbone, num_classes=10).output_shape
-    (None, 10)
-    """
-    del input_shape
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
-    # --- layers and functional graph ---
-    inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
-    features = pyramid_features(backbone, inputs)
-    if level is None:
-        level = sorted_levels(features)[-1]
-    if level not in features:
-        raise ValueError(
-            f"`level` must be one of the backbone's levels {sorted_levels(features)}. "
-            f"Received: level={level!r}"
-        )
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(features[level])
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(
-        num_classes, activation="softmax", dtype="float32", name="predictions"
-    )(x)
-    return keras.Model(inputs, outputs, name=name)
+__all__ = ["ClassificationTask", "build_classifier"]
 
 
-class ClassificationTask:
-    """What the training loop needs to know about image classification."""
+@register_task("classification")
+class ClassificationTask(Task):
+    """Image classification: cross-entropy, top-1 accuracy, per-class recall and the
+    confusion matrix; served as class probabilities with the top-k labels."""
 
-    name = "classification"
     class_outputs = True
-    plots = ("confusion_matrix.png",)
     # Largest top-1 accuracy drop an int8 export may have (`export.int8_tolerance`).
     int8_tolerance = 0.01
 
-    def load_data(self, name, **kwargs):
-        from kcnn.data import load_classification_data
-
+    def load_dataset(self, name, **kwargs):
         return load_classification_data(name, **kwargs)
 
-    def make_dataset(self, data, images, labels, batch_size, shuffle=False, seed=0, augment=None):
-        from kcnn.data import make_dataset
+    def select_per_class(self, dataset, count, seed):
+        dataset.x_train, dataset.y_train = per_class_subset(
+            dataset.x_train, dataset.y_train, count, seed=seed
+        )
 
+    def make_dataset(self, data, images, labels, batch_size, shuffle=False, seed=0, augment=None):
         return make_dataset(
             images, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
         )
 
-    def model_inputs(self, images, labels):
-        """Float32 model inputs in [0, 1] from uint8 images (labels are not model inputs)."""
-        return np.asarray(images, dtype="float32") / 255.0
-
-    def export_metric(self, images, labels, class_names):
-        """`("accuracy", function)`: top-1 accuracy of model outputs on `labels`, the task
-        metric an export's parity report compares."""
-        labels = np.asarray(labels)
-        return "accuracy", lambda outputs: float(np.mean(outputs.argmax(axis=-1) == labels))
-
-    def loss(self, train_config):
+    def loss(self, train_config, model=None):
         return keras.losses.SparseCategoricalCrossentropy()
 
     def metrics(self, num_classes, train_config):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
-    def evaluate(self, model, data, batch_size, train_config):
-        """Test accuracy, loss, per-class recall and the confusion-matrix figure."""
-        dataset = self.make_dataset(data, data.x_test, data.y_test, batch_size)
-        probabilities = model.predict(dataset, verbose=0)
-        predictions = probabilities.argmax(axis=-1)
+    def _matrix(self, predictions, data):
         labels = np.asarray(data.y_test)
-        matrix = confusion_matrix(labels, predictions, len(data.class_names))
+        return confusion_matrix(labels, predictions.argmax(axis=-1), len(data.class_names))
+
+    def evaluate(self, model, data, batch_size=32, train_config=None, predictions=None):
+        """Test accuracy, loss and per-class recall."""
+        if predictions is None:
+            predictions = self.predict(model, data, batch_size)
+        labels = np.asarray(data.y_test)
+        matrix = self._matrix(predictions, data)
         recall = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
-        picked = np.clip(probabilities[np.arange(labels.size), labels], 1e-7, 1.0)
-        metrics = {
-            "test_accuracy": float(np.mean(predictions == labels)),
+        picked = np.clip(predictions[np.arange(labels.size), labels], 1e-7, 1.0)
+        return {
+            "test_accuracy": float(np.mean(predictions.argmax(axis=-1) == labels)),
             "test_loss": float(-np.mean(np.log(picked))),
             "test_samples": int(labels.size),
             "per_class_recall": {
                 name: float(value) for name, value in zip(data.class_names, recall, strict=True)
             },
         }
-        figure = plot_confusion_matrix(matrix, data.class_names, title="test split")
-        return metrics, {"confusion_matrix.png": figure}
+
+    def plot(self, model, data, batch_size=32, train_config=None, predictions=None):
+        """`confusion_matrix.png`: the row-normalised confusion matrix of the test split."""
+        if predictions is None:
+            predictions = self.predict(model, data, batch_size)
+        figure = plot_confusion_matrix(
+            self._matrix(predictions, data), data.class_names, title="test split"
+        )
+        return {"confusion_matrix.png": figure}
 
     def summary(self, metrics):
         return f"test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_samples']} images"
+
+    def serving_signature(self, model, class_names, image_size=None):
+        return ServingSignature(
+            classification_endpoint(model, class_names, image_size), uint8_image_specs(model)
+        )
+
+    def export_metric(self, images, labels, class_names):
+        """`("accuracy", function)`: top-1 accuracy of model outputs on `labels`."""
+        labels = np.asarray(labels)
+        return "accuracy", lambda outputs: float(np.mean(outputs.argmax(axis=-1) == labels))

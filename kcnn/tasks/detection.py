@@ -9,41 +9,34 @@ Conventions shared by the data, the model, the loss and the evaluation:
   (`kcnn.data.detection.DetectionData`).
 - The model returns `(B, points, 4 + num_classes)`: box channels (distances to anchor points
   for `Detector`, deltas to anchor boxes for `RetinaNet`), then class logits;
-  `kcnn.detection.detector.detection_decoder(model)` turns them into boxes after per-class
+  `kcnn.detection.detection_decoder(model)` turns them into boxes after per-class
   NMS.
 - One decoder setting (`DetectionDecoder`'s defaults: score >= 0.05, IoU 0.5, at most 100
   detections) serves the evaluation, the SavedModel and the TFLite file, so the mAP in
   `metrics.json` is the mAP of what the exports return.
 """
 
-import inspect
 import math
 
 import numpy as np
 
+from kcnn.data import load_detection_data, make_detection_dataset
 from kcnn.detection import (
     COCOMetricsCallback,
-    DetectionLoss,
     coco_evaluate,
+    detection_decoder,
+    detection_loss,
+    detector_with_decoder,
     to_coco_detections,
     to_coco_ground_truth,
 )
-from kcnn.detection.detector import detection_decoder, detector_strides
-from kcnn.detection.retinanet import RetinaNetLoss, retinanet_anchors, retinanet_detector
+from kcnn.detection.detectors import LOSS_KEYS, RETINANET_LOSS_KEYS
+from kcnn.export.serving import ServingSignature, detection_endpoint, uint8_image_specs
+from kcnn.tasks.base import Task, register_task
 from kcnn.viz import plot_detection_grid
 
+__all__ = ["LOSS_KEYS", "RETINANET_LOSS_KEYS", "DetectionTask"]
 
-def _loss_keys(loss_class):
-    return tuple(
-        name
-        for name in inspect.signature(loss_class).parameters
-        if name not in ("num_classes", "image_size", "strides", "anchors", "name", "kwargs")
-    )
-
-
-# `train.loss` keys: the keyword arguments of the model's loss that the model does not fix.
-LOSS_KEYS = _loss_keys(DetectionLoss)
-RETINANET_LOSS_KEYS = _loss_keys(RetinaNetLoss)
 # Largest relative difference of a LiteRT box from Keras's (pixels; absolute below 1 px).
 BOX_TOLERANCE = 1e-3
 # predictions.png shows detections scoring at least this much (metrics count them all).
@@ -62,69 +55,40 @@ def _as_numpy(detections):
     return {name: np.asarray(value) for name, value in detections.items()}
 
 
-class DetectionTask:
-    """What the training loop needs to know about object detection."""
+@register_task("detection")
+class DetectionTask(Task):
+    """Object detection: COCO mAP of decoded, NMS-suppressed detections; served and exported
+    with the decoder, so an image goes in and final detections come out."""
 
-    name = "detection"
-    plots = ("predictions.png",)
-    class_outputs = False
     # Largest mAP@.5 drop an int8 export may have (`export.int8_tolerance`).
     int8_tolerance = 0.02
+    tflite_outputs = (
+        "final detections after per-class NMS, in model_input_size pixels: boxes (B, D, 4) "
+        "xyxy, scores (B, D), classes (B, D) int32, -1 for padding rows, count (B,)"
+    )
 
-    def load_data(self, name, **kwargs):
-        from kcnn.data import load_detection_data
-
+    def load_dataset(self, name, **kwargs):
         return load_detection_data(name, **kwargs)
 
     def make_dataset(self, data, images, boxes, batch_size, shuffle=False, seed=0, augment=None):
-        from kcnn.data import make_detection_dataset
-
         return make_detection_dataset(
             images, boxes, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
         )
 
-    def model_inputs(self, images, boxes):
-        """Float32 model inputs in [0, 1] from uint8 images (boxes are not model inputs)."""
-        return np.asarray(images, dtype="float32") / 255.0
-
     def loss(self, train_config, model):
-        """`DetectionLoss` for a `Detector` (its classes, input size and level strides, the
-        anchor points) or `RetinaNetLoss` for a `RetinaNet` (its anchors), with the
-        `train.loss` mapping's keyword arguments (`LOSS_KEYS` / `RETINANET_LOSS_KEYS`).
+        """The model's loss (`kcnn.detection.detection_loss`: `DetectionLoss` for a
+        `Detector`, `RetinaNetLoss` for a `RetinaNet`) with the `train.loss` options
+        (`LOSS_KEYS` / `RETINANET_LOSS_KEYS`).
 
         Raises:
             ValueError: for a `train.loss` key the model's loss does not take (named).
         """
-        options = dict(train_config.loss or {})
-        retinanet = retinanet_detector(model) is not None
-        known = RETINANET_LOSS_KEYS if retinanet else LOSS_KEYS
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ValueError(
-                f"Unknown detection loss key(s) {unknown} in `train.loss`. Known: {list(known)}"
-            )
-        if retinanet:
-            return RetinaNetLoss(
-                num_classes=model.output_shape[-1] - 4,
-                image_size=tuple(model.input_shape[1:3]),
-                anchors=retinanet_anchors(model)[0],
-                **options,
-            )
-        return DetectionLoss(
-            num_classes=model.output_shape[-1] - 4,
-            image_size=tuple(model.input_shape[1:3]),
-            strides=detector_strides(model),
-            **options,
-        )
+        return detection_loss(model, **dict(train_config.loss or {}))
 
-    def metrics(self, num_classes, train_config):
-        # mAP needs decoding and NMS of whole images, not a per-batch Keras metric: the
-        # `callbacks` hook logs it on the validation split at each epoch end.
-        return []
-
-    def callbacks(self, model, dataset, validation, config):
+    def callbacks(self, model, data, validation, data_config):
         """A `COCOMetricsCallback` logging `val_map`, `val_map50` and `val_map75` on the
-        validation split (`(images, boxes)`, or None: no callback)."""
+        validation split (`(images, boxes)`, or None: no callback). mAP needs decoding and
+        NMS of whole images, not a per-batch Keras metric."""
         if validation is None:
             return []
         images, boxes = validation
@@ -132,9 +96,9 @@ class DetectionTask:
             COCOMetricsCallback(
                 images,
                 boxes,
-                dataset.class_names,
+                data.class_names,
                 detection_decoder(model),
-                batch_size=config.data.batch_size,
+                batch_size=data_config.batch_size,
             )
         ]
 
@@ -168,9 +132,12 @@ class DetectionTask:
     def tflite_model(self, model):
         """The model the TFLite files are converted from: `image -> model -> decoder`, so a
         file takes an image and returns final detections (builtin ops only)."""
-        from kcnn.detection.detector import detector_with_decoder
-
         return detector_with_decoder(model)
+
+    def serving_signature(self, model, class_names, image_size=None):
+        """uint8 images -> detections after per-class NMS, boxes in input-image pixels."""
+        endpoint = detection_endpoint(model, detection_decoder(model), class_names, image_size)
+        return ServingSignature(endpoint, uint8_image_specs(model))
 
     def compare_exports(self, expected, actual):
         """Parity of LiteRT detections with Keras's (see `parity_report`'s `compare`).
@@ -233,13 +200,17 @@ class DetectionTask:
             entries["mismatch"] = "detects differently from Keras: " + "; ".join(problems)
         return entries
 
-    def evaluate(self, model, data, batch_size, train_config):
-        """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-class AP on the test split, and the
-        `predictions.png` grid of ground truth and detections."""
-        detections = self.detect(model, data.x_test, batch_size)
+    def predict(self, model, data, batch_size=32):
+        """The decoded detections on the test images (see `detect`)."""
+        return self.detect(model, data.x_test, batch_size)
+
+    def evaluate(self, model, data, batch_size=32, train_config=None, predictions=None):
+        """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-class AP on the test split, with the
+        decoder's settings."""
+        detections = self.predict(model, data, batch_size) if predictions is None else predictions
         scores = self.coco_scores(detections, data.y_test, data.class_names, data.x_test.shape[1:3])
         decoder = detection_decoder(model)
-        metrics = {
+        return {
             "map": scores["map"],
             "map50": scores["map50"],
             "map75": scores["map75"],
@@ -256,6 +227,11 @@ class DetectionTask:
                 "max_detections": decoder.max_detections,
             },
         }
+
+    def plot(self, model, data, batch_size=32, train_config=None, predictions=None):
+        """`predictions.png`: ground truth beside detections scoring >= 0.3 on six test
+        images."""
+        detections = self.predict(model, data, batch_size) if predictions is None else predictions
         shown = range(min(PLOT_IMAGES, len(data.x_test)))
         shown_detections = []
         for index in shown:
@@ -268,17 +244,14 @@ class DetectionTask:
                     detections["scores"][index, :count][keep],
                 )
             )
-        figures = {
-            "predictions.png": plot_detection_grid(
-                data.x_test[: len(shown)],
-                [_ground_truth_rows(data.y_test[index]) for index in shown],
-                shown_detections,
-                data.class_names,
-                title=f"held-out images: ground truth and detections scoring >= "
-                f"{PLOT_SCORE_THRESHOLD}",
-            )
-        }
-        return metrics, figures
+        figure = plot_detection_grid(
+            data.x_test[: len(shown)],
+            [_ground_truth_rows(data.y_test[index]) for index in shown],
+            shown_detections,
+            data.class_names,
+            title=f"held-out images: ground truth and detections scoring >= {PLOT_SCORE_THRESHOLD}",
+        )
+        return {"predictions.png": figure}
 
     def summary(self, metrics):
         return (

@@ -3,6 +3,9 @@
 import keras
 import numpy as np
 
+from kcnn.data import load_segmentation_data, make_segmentation_dataset
+from kcnn.export.serving import ServingSignature, segmentation_endpoint, uint8_image_specs
+from kcnn.tasks.base import Task, register_task
 from kcnn.tasks.losses import segmentation_loss
 from kcnn.viz import confusion_matrix, plot_segmentation_grid
 
@@ -45,45 +48,24 @@ def segmentation_scores(matrix, class_names):
     }
 
 
-class SegmentationTask:
-    """What the training loop needs to know about segmentation."""
+@register_task("segmentation")
+class SegmentationTask(Task):
+    """Semantic segmentation: per-pixel class maps scored by mean IoU and Dice, served as a
+    class map at the input's size."""
 
-    name = "segmentation"
     class_outputs = True
-    plots = ("predictions.png",)
     # Largest mean-IoU drop an int8 export may have (`export.int8_tolerance`).
     int8_tolerance = 0.02
 
-    def load_data(self, name, **kwargs):
-        from kcnn.data import load_segmentation_data
-
+    def load_dataset(self, name, **kwargs):
         return load_segmentation_data(name, **kwargs)
 
     def make_dataset(self, data, images, masks, batch_size, shuffle=False, seed=0, augment=None):
-        from kcnn.data import make_segmentation_dataset
-
         return make_segmentation_dataset(
             images, masks, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
         )
 
-    def model_inputs(self, images, masks):
-        """Float32 model inputs in [0, 1] from uint8 images (masks are not model inputs)."""
-        return np.asarray(images, dtype="float32") / 255.0
-
-    def export_metric(self, images, masks, class_names):
-        """`("mean_iou", function)`: mean IoU of model outputs against `masks`, the task
-        metric an export's parity report compares."""
-        labels = np.asarray(masks, dtype=np.int64).ravel()
-        keep = (labels >= 0) & (labels < len(class_names))  # drops an ignore_index label
-
-        def mean_iou(outputs):
-            predictions = outputs.argmax(axis=-1).ravel()
-            matrix = confusion_matrix(labels[keep], predictions[keep], len(class_names))
-            return segmentation_scores(matrix, class_names)["mean_iou"]
-
-        return "mean_iou", mean_iou
-
-    def loss(self, train_config):
+    def loss(self, train_config, model=None):
         return segmentation_loss(train_config.loss or DEFAULT_LOSS, train_config.ignore_index)
 
     def metrics(self, num_classes, train_config):
@@ -97,29 +79,55 @@ class SegmentationTask:
             ),
         ]
 
-    def evaluate(self, model, data, batch_size, train_config):
-        dataset = self.make_dataset(data, data.x_test, data.y_test, batch_size)
-        predictions = model.predict(dataset, verbose=0).argmax(axis=-1)
+    def predict(self, model, data, batch_size=32):
+        """The class map of each test image, `(N, H, W)`."""
+        return super().predict(model, data, batch_size).argmax(axis=-1)
+
+    def evaluate(self, model, data, batch_size=32, train_config=None, predictions=None):
+        """Mean IoU, pixel accuracy, mean Dice, per-class IoU and Dice on the test split;
+        pixels labelled `train.ignore_index` are left out."""
+        if predictions is None:
+            predictions = self.predict(model, data, batch_size)
         labels = np.asarray(data.y_test, dtype=np.int64)
         keep = np.ones_like(labels, dtype=bool)
-        if train_config.ignore_index is not None:
-            keep = labels != train_config.ignore_index
+        ignore_index = None if train_config is None else train_config.ignore_index
+        if ignore_index is not None:
+            keep = labels != ignore_index
         matrix = confusion_matrix(labels[keep], predictions[keep], len(data.class_names))
         metrics = segmentation_scores(matrix, data.class_names)
         metrics["test_images"] = int(labels.shape[0])
-        figures = {
-            "predictions.png": plot_segmentation_grid(
-                data.x_test[:6],
-                labels[:6],
-                predictions[:6],
-                data.class_names,
-                title="held-out images: ground truth and prediction",
-            )
-        }
-        return metrics, figures
+        return metrics
+
+    def plot(self, model, data, batch_size=32, train_config=None, predictions=None):
+        """`predictions.png`: six test images with ground truth and prediction."""
+        if predictions is None:
+            predictions = self.predict(model, data, batch_size)
+        figure = plot_segmentation_grid(
+            data.x_test[:6],
+            np.asarray(data.y_test[:6], dtype=np.int64),
+            predictions[:6],
+            data.class_names,
+            title="held-out images: ground truth and prediction",
+        )
+        return {"predictions.png": figure}
 
     def summary(self, metrics):
         return (
             f"test mean IoU {metrics['mean_iou']:.4f}, pixel accuracy "
             f"{metrics['pixel_accuracy']:.4f} on {metrics['test_images']} images"
         )
+
+    def serving_signature(self, model, class_names, image_size=None):
+        return ServingSignature(segmentation_endpoint(model, image_size), uint8_image_specs(model))
+
+    def export_metric(self, images, masks, class_names):
+        """`("mean_iou", function)`: mean IoU of model outputs against `masks`."""
+        labels = np.asarray(masks, dtype=np.int64).ravel()
+        keep = (labels >= 0) & (labels < len(class_names))  # drops an ignore_index label
+
+        def mean_iou(outputs):
+            predictions = outputs.argmax(axis=-1).ravel()
+            matrix = confusion_matrix(labels[keep], predictions[keep], len(class_names))
+            return segmentation_scores(matrix, class_names)["mean_iou"]
+
+        return "mean_iou", mean_iou

@@ -1,10 +1,15 @@
-"""Configuration, the train / evaluate / export loop, transfer learning and auxiliary losses."""
+"""Configuration, the train / evaluate / export pipeline, transfer learning and auxiliary
+losses."""
 
 from kcnn.training.auxiliary import AuxiliaryLossModel, auxiliary_output_names, main_output_model
 from kcnn.training.config import ExperimentConfig, config_from_dict, load_config, save_config
-from kcnn.training.trainer import evaluate, export, load_run, resolve_run_dir, train
+from kcnn.training.explain_run import explain_run
+from kcnn.training.exporting import export_run
+from kcnn.training.run_folder import load_run, read_history, resolve_run_dir
+from kcnn.training.trainer import build_model, evaluate, export, load_data, train
 from kcnn.training.transfer import (
     TransferReport,
+    apply_transfer,
     freeze,
     head_layers,
     load_pretrained,
@@ -16,16 +21,22 @@ __all__ = [
     "AuxiliaryLossModel",
     "ExperimentConfig",
     "TransferReport",
+    "apply_transfer",
     "auxiliary_output_names",
+    "build_model",
     "config_from_dict",
     "evaluate",
+    "explain_run",
     "export",
+    "export_run",
     "freeze",
     "head_layers",
     "load_config",
+    "load_data",
     "load_pretrained",
     "load_run",
     "main_output_model",
+    "read_history",
     "replace_head",
     "resolve_run_dir",
     "save_config",

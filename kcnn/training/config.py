@@ -26,9 +26,10 @@ import yaml
 
 from kcnn.export.options import EXPORT_FORMATS, QUANTIZATIONS
 from kcnn.models.classic.googlenet import AUX_LOSS_WEIGHT
-from kcnn.training.transfer import PRETRAINED_SUFFIXES, check_layer_selector
+from kcnn.tasks import task_names
+from kcnn.training.freezing import check_layer_selector
+from kcnn.training.transfer import PRETRAINED_SUFFIXES
 
-TASKS = ("classification", "segmentation", "inpainting", "detection")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 SCHEDULES = ("constant", "cosine")
@@ -174,7 +175,7 @@ class ExperimentConfig:
 
     def validate(self):
         """Checks closed option sets and ranges; raises ValueError naming the key."""
-        _choice("task", self.task, TASKS)
+        _choice("task", self.task, task_names())
         _choice("train.optimizer", self.train.optimizer, OPTIMIZERS)
         _choice("train.schedule", self.train.schedule, SCHEDULES)
         for quantization in self.export.quantizations:

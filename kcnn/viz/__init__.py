@@ -7,10 +7,7 @@ from kcnn.viz.embedding import EMBEDDING_METHODS, embed, nearest_neighbours
 from kcnn.viz.explain import (
     METHODS,
     conv_layer_names,
-    deep_dream,
     explain,
-    explain_run,
-    fgsm,
     find_layer,
     grad_cam,
     layer_output,
@@ -39,6 +36,7 @@ from kcnn.viz.plots import (
     save_figure,
     show_image,
 )
+from kcnn.viz.synthesis import deep_dream, fgsm
 
 __all__ = [
     "EMBEDDING_METHODS",
@@ -50,7 +48,6 @@ __all__ = [
     "draw_boxes",
     "embed",
     "explain",
-    "explain_run",
     "fgsm",
     "find_layer",
     "grad_cam",

@@ -10,9 +10,15 @@ model's output otherwise. Images are float arrays `(H, W, C)` in the model's inp
 (floats in [0, 1] for kcnn's data pipelines).
 """
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
+
+from kcnn._validation import check_positive_int
+from kcnn.data import read_image
+from kcnn.data._imaging import resize_image
 
 METHODS = ("saliency", "smoothgrad", "occlusion", "gradcam")
 CONV_LAYER_TYPES = (
@@ -74,7 +80,7 @@ def _contains(model, layer):
     return any(candidate is layer for candidate in _walk_layers(model))
 
 
-def _output_layer(model):
+def output_layer(model):
     history = getattr(model.outputs[0], "_keras_history", None)
     return None if history is None else history.operation
 
@@ -84,17 +90,17 @@ def _run(model, inputs, layer, captured, strip_softmax):
 
     With `strip_softmax`, the final layer's softmax activation is skipped.
     """
-    output_layer = _output_layer(model) if strip_softmax else None
+    final_layer = output_layer(model) if strip_softmax else None
 
     def operation_fn(operation):
         if isinstance(operation, keras.Model) and layer is not None and _contains(operation, layer):
             return lambda *args, **kwargs: _run(operation, args[0], layer, captured, False)
-        if operation is layer or operation is output_layer:
+        if operation is layer or operation is final_layer:
             return lambda *args, **kwargs: _call(operation, args, kwargs)
         return operation
 
     def _call(operation, args, kwargs):
-        if operation is output_layer and operation.activation is keras.activations.softmax:
+        if operation is final_layer and operation.activation is keras.activations.softmax:
             # Keras has no "logits" output to ask for: run the last layer once without its
             # softmax (restored below), so the class score is the softmax's input.
             operation.activation = keras.activations.linear
@@ -124,19 +130,19 @@ def _run(model, inputs, layer, captured, strip_softmax):
     return model._run_through_graph(inputs, operation_fn=operation_fn)
 
 
-def _forward(model, images, layer=None, scores=False):
+def forward(model, images, layer=None, scores=False):
     """(output of `layer` or None, model output or class scores) for an image batch."""
     captured = []
     outputs = _run(model, images, layer, captured, strip_softmax=scores)
     return (captured[0] if captured else None), outputs
 
 
-def _check_image(model, image, argument="image"):
+def check_image(model, image, argument="image"):
     """Returns `image` as float32 `(H, W, C)`, checked against the model's input shape."""
-    return _check_images(model, np.asarray(image)[np.newaxis], argument, batch=False)[0]
+    return check_images(model, np.asarray(image)[np.newaxis], argument, batch=False)[0]
 
 
-def _check_images(model, images, argument="images", batch=True):
+def check_images(model, images, argument="images", batch=True):
     """Returns `images` as float32 `(N, H, W, C)`, checked against the model's input shape."""
     images = np.asarray(images)
     expected = tuple(model.inputs[0].shape[1:])
@@ -160,7 +166,7 @@ def _check_images(model, images, argument="images", batch=True):
     return images.astype(np.float32)
 
 
-def _check_scores(model):
+def check_scores(model):
     if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
         raise ValueError(
             "Explanations need a classifier: one output of shape (batch, classes). Received "
@@ -183,13 +189,6 @@ def _class_index(scores, class_index):
 
 def _picked(scores, classes):
     return tf.gather(scores, classes, axis=1, batch_dims=1)
-
-
-def _check_positive_int(value, name, allow_zero=False):
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        kind = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"`{name}` must be {kind} int. Received: {name}={value!r}")
 
 
 def layer_output(model, images, layer_name, batch_size=256):
@@ -216,10 +215,10 @@ def layer_output(model, images, layer_name, batch_size=256):
     (2, 6, 6, 4)
     """
     layer = find_layer(model, layer_name)
-    images = _check_images(model, images)
-    _check_positive_int(batch_size, "batch_size")
+    images = check_images(model, images)
+    check_positive_int(batch_size, "batch_size")
     batches = [
-        _forward(model, tf.constant(images[start : start + batch_size]), layer)[0]
+        forward(model, tf.constant(images[start : start + batch_size]), layer)[0]
         for start in range(0, len(images), batch_size)
     ]
     return np.concatenate([np.asarray(batch, dtype=np.float32) for batch in batches])
@@ -229,7 +228,7 @@ def _input_gradients(model, images, class_index):
     images = tf.constant(images)
     with tf.GradientTape() as tape:
         tape.watch(images)
-        _, scores = _forward(model, images, scores=True)
+        _, scores = forward(model, images, scores=True)
         picked = _picked(scores, _class_index(scores, class_index))
     return tape.gradient(picked, images).numpy()
 
@@ -266,9 +265,9 @@ def saliency_map(model, image, class_index=None, smoothgrad_samples=0, noise=0.1
     >>> saliency_map(keras.Model(inputs, outputs), np.ones((4, 4, 1))).shape
     (4, 4)
     """
-    _check_scores(model)
-    image = _check_image(model, image)
-    _check_positive_int(smoothgrad_samples, "smoothgrad_samples", allow_zero=True)
+    check_scores(model)
+    image = check_image(model, image)
+    check_positive_int(smoothgrad_samples, "smoothgrad_samples", minimum=0)
     if not noise >= 0:
         raise ValueError(f"`noise` must be >= 0. Received: noise={noise!r}")
     if smoothgrad_samples == 0:
@@ -276,7 +275,7 @@ def saliency_map(model, image, class_index=None, smoothgrad_samples=0, noise=0.1
     else:
         # SmoothGrad explains the class of the clean image in every noisy copy.
         if class_index is None:
-            _, scores = _forward(model, tf.constant(image[np.newaxis]), scores=True)
+            _, scores = forward(model, tf.constant(image[np.newaxis]), scores=True)
             class_index = int(np.argmax(scores[0]))
         sigma = noise * float(image.max() - image.min())
         rng = np.random.default_rng(seed)
@@ -323,17 +322,17 @@ def occlusion_map(model, image, patch=None, stride=None, class_index=None, fill=
     >>> occlusion_map(keras.Model(inputs, outputs), np.ones((8, 8, 1)), patch=4).shape
     (8, 8)
     """
-    _check_scores(model)
-    image = _check_image(model, image)
+    check_scores(model)
+    image = check_image(model, image)
     height, width = image.shape[:2]
     patch = max(1, min(height, width) // 4) if patch is None else patch
-    _check_positive_int(patch, "patch")
+    check_positive_int(patch, "patch")
     if patch > min(height, width):
         raise ValueError(
             f"`patch` must fit in the image ({height}x{width}). Received: patch={patch}"
         )
     stride = max(1, patch // 2) if stride is None else stride
-    _check_positive_int(stride, "stride")
+    check_positive_int(stride, "stride")
     fill = image.mean(axis=(0, 1)) if fill is None else np.broadcast_to(fill, image.shape[-1:])
 
     windows = [
@@ -395,8 +394,8 @@ def grad_cam(model, image, layer_name=None, class_index=None):
     >>> grad_cam(model, np.random.default_rng(0).random((8, 8, 1))).shape
     (8, 8)
     """
-    _check_scores(model)
-    image = _check_image(model, image)
+    check_scores(model)
+    image = check_image(model, image)
     if layer_name is None:
         names = conv_layer_names(model)
         if not names:
@@ -407,7 +406,7 @@ def grad_cam(model, image, layer_name=None, class_index=None):
         layer_name = names[-1]
     layer = find_layer(model, layer_name)
     with tf.GradientTape() as tape:
-        activations, scores = _forward(model, tf.constant(image[np.newaxis]), layer, scores=True)
+        activations, scores = forward(model, tf.constant(image[np.newaxis]), layer, scores=True)
         picked = _picked(scores, _class_index(scores, class_index))
     if activations is None or len(activations.shape) != 4:
         shape = None if activations is None else tuple(activations.shape)
@@ -459,117 +458,6 @@ def explain(model, image, method, class_index=None, layer_name=None):
     return grad_cam(model, image, layer_name, class_index)
 
 
-def fgsm(model, images, labels, epsilon, value_range=(0.0, 1.0)):
-    """Fast gradient sign method: a one-step adversarial example for each image.
-
-    Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015
-    (arXiv:1412.6572), eq. (3): x_adv = x + epsilon * sign(d J(x, y) / dx), J the
-    cross-entropy of the true labels (computed from the scores, so a saturated softmax still
-    has a gradient), then clipped to `value_range`. Every pixel moves by at most `epsilon`.
-
-    Args:
-        model: a Keras classifier.
-        images: float array `(N, H, W, C)` in the model's input scale.
-        labels: int array `(N,)` of true classes.
-        epsilon: float >= 0. Max-norm of the perturbation.
-        value_range: `(low, high)` of valid pixel values. Defaults to `(0.0, 1.0)`.
-
-    Returns:
-        float32 array `(N, H, W, C)`: the adversarial images.
-
-    Raises:
-        ValueError: on images of the wrong shape, labels of another length or out of
-            range, or a negative `epsilon`.
-
-    Example:
-    >>> import keras, numpy as np
-    >>> inputs = keras.Input((4, 4, 1))
-    >>> outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs))
-    >>> images = np.full((3, 4, 4, 1), 0.5, "float32")
-    >>> adversarial = fgsm(keras.Model(inputs, outputs), images, [0, 1, 0], epsilon=0.1)
-    >>> float(np.abs(adversarial - images).max()) <= 0.1 + 1e-6
-    True
-    """
-    _check_scores(model)
-    images = _check_images(model, images)
-    labels = np.asarray(labels)
-    num_classes = int(model.outputs[0].shape[-1])
-    if labels.shape != (len(images),) or labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(
-            f"`labels` must be {len(images)} ints in [0, {num_classes}), one per image. "
-            f"Received: labels.shape={labels.shape}"
-        )
-    if not epsilon >= 0:
-        raise ValueError(f"`epsilon` must be >= 0. Received: epsilon={epsilon!r}")
-    low, high = value_range
-    batches = []
-    for start in range(0, len(images), 256):
-        batch = tf.constant(images[start : start + 256])
-        with tf.GradientTape() as tape:
-            tape.watch(batch)
-            _, scores = _forward(model, batch, scores=True)
-            loss = keras.losses.sparse_categorical_crossentropy(
-                labels[start : start + 256], scores, from_logits=_ends_in_softmax(model)
-            )
-        step = epsilon * tf.sign(tape.gradient(loss, batch))
-        batches.append(tf.clip_by_value(batch + step, low, high).numpy())
-    return np.concatenate(batches).astype(np.float32)
-
-
-def _ends_in_softmax(model):
-    layer = _output_layer(model)
-    return getattr(layer, "activation", None) is keras.activations.softmax
-
-
-def deep_dream(model, image, layer_name, steps=20, step_size=0.01, value_range=(0.0, 1.0)):
-    """DeepDream: changes an image by gradient ascent to excite a layer.
-
-    Mordvintsev, Olah & Tyka, "Inceptionism: Going Deeper into Neural Networks", Google
-    Research blog, 2015: repeat x <- x + step_size * g / std(g), g = d mean(A) / dx for the
-    activations A of `layer_name` (the gradient normalised as in the TensorFlow DeepDream
-    tutorial), clipping x to `value_range`.
-
-    Args:
-        model: a functional or Sequential Keras model.
-        image: float array `(H, W, C)` in the model's input scale.
-        layer_name: str. The layer whose mean activation grows (nested models included).
-        steps: positive int. Gradient steps. Defaults to 20.
-        step_size: float > 0. Defaults to 0.01.
-        value_range: `(low, high)` of valid pixel values. Defaults to `(0.0, 1.0)`.
-
-    Returns:
-        float32 array `(H, W, C)`: the dreamed image.
-
-    Raises:
-        ValueError: on an unknown layer, an image of the wrong shape, or a bad `steps` or
-            `step_size`.
-
-    Example:
-    >>> import keras, numpy as np
-    >>> inputs = keras.Input((8, 8, 1))
-    >>> x = keras.layers.Conv2D(2, 3, activation="relu", name="conv")(inputs)
-    >>> model = keras.Model(inputs, x)
-    >>> image = np.full((8, 8, 1), 0.5, "float32")
-    >>> deep_dream(model, image, "conv", steps=3).shape
-    (8, 8, 1)
-    """
-    image = _check_image(model, image)
-    layer = find_layer(model, layer_name)
-    _check_positive_int(steps, "steps")
-    if not step_size > 0:
-        raise ValueError(f"`step_size` must be > 0. Received: step_size={step_size!r}")
-    low, high = value_range
-    dream = tf.Variable(image[np.newaxis])
-    for _ in range(steps):
-        with tf.GradientTape() as tape:
-            activations, _ = _forward(model, dream, layer)
-            objective = tf.reduce_mean(activations)
-        gradient = tape.gradient(objective, dream)
-        gradient /= tf.math.reduce_std(gradient) + 1e-8
-        dream.assign(tf.clip_by_value(dream + step_size * gradient, low, high))
-    return dream.numpy()[0]
-
-
 def load_image_for_model(path, model):
     """Reads an image file as one input of `model`: float32 `(H, W, C)` in [0, 1].
 
@@ -581,11 +469,6 @@ def load_image_for_model(path, model):
         ValueError: if the file is not a readable image, or the model takes neither 1 nor 3
             channels.
     """
-    from pathlib import Path
-
-    from kcnn.data import read_image
-    from kcnn.data._imaging import resize_image
-
     if not Path(path).is_file():
         raise FileNotFoundError(f"Image file '{path}' does not exist.")
     height, width, channels = model.inputs[0].shape[1:]
@@ -597,48 +480,3 @@ def load_image_for_model(path, model):
     image = read_image(path, "grayscale" if channels == 1 else "rgb")
     image = resize_image(image, height or image.shape[0], width or image.shape[1])
     return image.astype(np.float32) / 255.0
-
-
-def explain_run(run_dir, image_path, method, output, class_index=None, layer_name=None):
-    """Explains a finished run's prediction on one image file and writes the figure as PNG.
-
-    Args:
-        run_dir: a kcnn run folder (with `model.keras`).
-        image_path: an image file; see `load_image_for_model`.
-        method: one of `METHODS`.
-        output: path of the PNG to write.
-        class_index: int or None. Class to explain. Defaults to the predicted class.
-        layer_name: str or None. Grad-CAM layer. Defaults to the last conv layer.
-
-    Returns:
-        The PNG path (`pathlib.Path`).
-    """
-    import json
-    from pathlib import Path
-
-    from kcnn.training import load_run
-    from kcnn.viz.explain_plots import plot_saliency
-    from kcnn.viz.plots import save_figure
-
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
-    _, model = load_run(run_dir)
-    image = load_image_for_model(image_path, model)
-    explanation = explain(model, image, method, class_index, layer_name)
-    probabilities = np.asarray(model(image[np.newaxis], training=False))[0]
-    names_file = Path(run_dir) / "class_names.json"
-    class_names = json.loads(names_file.read_text()) if names_file.is_file() else None
-    predicted = int(probabilities.argmax())
-    explained = predicted if class_index is None else class_index
-
-    def name(index):
-        return class_names[index] if class_names else str(index)
-
-    title = f"{Path(image_path).name}: {method} of class {name(explained)}"
-    title += f" (p = {probabilities[explained]:.3f})"
-    if explained != predicted:
-        title += f", predicted {name(predicted)} (p = {probabilities[predicted]:.3f})"
-    figure = plot_saliency(image, {method: explanation}, title=title)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    return save_figure(figure, output)

@@ -13,6 +13,8 @@ if not os.environ.get("MPLBACKEND"):
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from kcnn._files import read_history_csv  # noqa: E402
+
 
 def plot_training_curves(history, title=None):
     """Plots each metric of a Keras history against the epoch, train and validation together.
@@ -34,10 +36,7 @@ def plot_training_curves(history, title=None):
         run_dir = Path(history)
         if not (run_dir / "history.csv").is_file():
             raise FileNotFoundError(f"{run_dir} has no history.csv: not a kcnn run folder.")
-        # Imported here: kcnn.training imports kcnn.viz.
-        from kcnn.training.trainer import read_history
-
-        history, title = read_history(run_dir), title or run_dir.name
+        history, title = read_history_csv(run_dir / "history.csv"), title or run_dir.name
     values = getattr(history, "history", history)
     names = [name for name in values if not name.startswith("val_") and name != "epoch"]
     # Metrics logged on validation data only (e.g. COCO mAP) get a panel of their own.

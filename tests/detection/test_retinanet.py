@@ -18,7 +18,7 @@ from kcnn.detection import (
     decode_anchor_deltas,
     focal_loss,
 )
-from kcnn.detection.detector import detection_decoder, detector_with_decoder
+from kcnn.detection.detectors import detection_decoder, detector_with_decoder
 from kcnn.detection.retinanet import PyramidEncoder, retinanet_anchors, retinanet_detector
 from kcnn.export import LiteRTRunner, export_tflite
 

@@ -17,9 +17,8 @@ from kcnn.backbones import build_backbone
 from kcnn.data import load_classification_data, load_inpainting_data, load_segmentation_data
 from kcnn.export import ExportError, ExportParityError, export_tflite
 from kcnn.models import PConvUNet, UNet
-from kcnn.tasks import TASKS, InpaintingLoss, build_classifier
-from kcnn.training import config_from_dict
-from kcnn.training.trainer import export_run
+from kcnn.tasks import TASKS, InpaintingLoss, build_classifier, get_task
+from kcnn.training import config_from_dict, export_run
 
 MODES = ["none", "fp16", "dynamic", "int8"]
 SAMPLES = 24
@@ -85,10 +84,14 @@ def exported(request, tmp_path_factory):
         # A partial convolution divides by its window's valid-pixel count, which int8 cannot
         # hold over the range of a multi-channel mask: the int8 file must fail the export.
         with pytest.raises(ExportParityError, match="model_int8.tflite"):
-            export_run(model, run_dir, config, data)
+            export_run(
+                model, run_dir, get_task(config.task), config.export, data, config.data.image_size
+            )
         report = json.loads((run_dir / "export_report.json").read_text())
     else:
-        report = export_run(model, run_dir, config, data)
+        report = export_run(
+            model, run_dir, get_task(config.task), config.export, data, config.data.image_size
+        )
     return task, model, data, run_dir, report
 
 
@@ -200,7 +203,9 @@ def test_an_int8_drop_beyond_the_tolerance_fails_the_export(exported, tmp_path):
     # A tolerance below any possible drop: the int8 file must fail, and say which key to set.
     config = _config(task, None, quantization=["int8"], int8_tolerance=-1.0)
     with pytest.raises(ExportParityError, match="model_int8.tflite drops accuracy by .*int8_"):
-        export_run(model, tmp_path, config, data)
+        export_run(
+            model, tmp_path, get_task(config.task), config.export, data, config.data.image_size
+        )
     report = json.loads((tmp_path / "export_report.json").read_text())
     assert not report["passed"] and not report["tflite"]["int8"]["passed"]
 

@@ -14,9 +14,8 @@ import tensorflow as tf
 
 from kcnn.data import load_detection_data
 from kcnn.detection import DetectionDecoder, coco_evaluate, to_coco_detections, to_coco_ground_truth
-from kcnn.tasks import TASKS, DetectionTask
-from kcnn.training import config_from_dict, train
-from kcnn.training.trainer import export_run
+from kcnn.tasks import TASKS, DetectionTask, get_task
+from kcnn.training import config_from_dict, export_run, train
 
 SIZE = 64
 DATA_ARGS = {"train_count": 48, "test_count": 12}
@@ -143,7 +142,9 @@ def test_every_quantization_mode_exports_the_decoder_with_a_report(run, tmp_path
             },
         }
     )
-    report = export_run(model, tmp_path, config, data)
+    report = export_run(
+        model, tmp_path, get_task(config.task), config.export, data, config.data.image_size
+    )
     files = report["tflite"]
     assert list(files) == modes and report["passed"]
     unit = data.x_test.astype(np.float32) / 255

@@ -156,7 +156,7 @@ def test_perceptual_and_style_terms_use_local_vgg16_weights(tmp_path):
 
 
 def test_config_loss_skips_perceptual_and_style_without_weights(caplog):
-    with caplog.at_level(logging.WARNING, logger="kcnn.tasks.inpainting"):
+    with caplog.at_level(logging.WARNING, logger="kcnn.tasks.inpainting_loss"):
         loss = inpainting_loss({"valid": 1, "hole": 6, "tv": 0.1, "perceptual": 0.05, "style": 120})
     assert "perceptual (0.05) and style (120) terms are skipped" in caplog.text
     assert (loss.perceptual_weight, loss.style_weight, loss.hole_weight) == (0.0, 0.0, 6.0)

@@ -1,0 +1,167 @@
+"""The fit stage: optimizer, `model.fit` resumed from a checkpoint, and what a distributed
+run needs around it (sharding, synchronized batch norm, the multi-worker workarounds)."""
+
+import hashlib
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kcnn.training.checkpoint import StepCheckpoint, StopOnNonFiniteLoss
+from kcnn.training.messages import log
+from kcnn.training.run_folder import BACKUP
+
+
+def build_optimizer(train_config, steps_per_epoch):
+    """The optimizer of `train_config` (`adam`, `adamw` or `sgd` with Nesterov momentum),
+    with a cosine schedule after a linear warm-up when `train_config.schedule` is "cosine"."""
+    total_steps = max(1, train_config.epochs * steps_per_epoch)
+    warmup_steps = int(train_config.warmup_epochs * steps_per_epoch)
+    learning_rate = train_config.learning_rate
+    if train_config.schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else train_config.learning_rate,
+            decay_steps=max(1, total_steps - warmup_steps),
+            warmup_target=train_config.learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    if train_config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if train_config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=train_config.weight_decay)
+    return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+
+
+def shard_by_data(dataset):
+    """Shards in-memory data across workers by element (there are no files to split)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def synchronize_batch_norm(model):
+    """Makes every `BatchNormalization` layer of `model` (nested ones too) compute its batch
+    statistics over all replicas. Returns the number of layers changed."""
+    changed = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+            layer.synchronized = True
+            changed += 1
+    return changed
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def undistributed_copy(model):
+    """The trained model rebuilt outside the strategy, for evaluation and export.
+
+    Rebuilt from its own config (not `keras.models.clone_model`, which turns a functional
+    subclass such as `kcnn.models.UNet` into a plain functional model), so the copy is of
+    the model's class and keeps its facts (`num_classes`, `strides`, ...).
+    """
+    with tf.distribute.get_strategy().scope():
+        copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _logs_as_vectors(step):
+    def wrapped(data):
+        return {name: tf.reshape(value, [1]) for name, value in step(data).items()}
+
+    return wrapped
+
+
+def weights_fingerprint(model):
+    """SHA-256 of all weights' bytes: equal on every worker of a correct multi-worker run."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+def fit_from_checkpoint(
+    model,
+    train_data,
+    validation_data,
+    train_config,
+    runtime_config,
+    run_dir,
+    steps_per_epoch,
+    record,
+    callbacks,
+    verbose,
+    chief,
+    metric_callbacks=(),
+):
+    """Runs `model.fit` from the step a checkpoint `record` names (or from the start).
+
+    A run resumed inside an epoch first finishes that epoch's remaining batches, then
+    runs the remaining epochs, on the same stream of batches an uninterrupted run sees.
+    `train_data` is a function returning a fresh endless dataset. `metric_callbacks` write
+    values into the epoch logs, so they run before the callbacks that record them.
+    """
+    epochs = train_config.epochs
+    step = record["step"] if record else 0
+    epoch, batch = divmod(step, steps_per_epoch)
+    if record:
+        log(f"resuming from step {step} (epoch {epoch + 1}, batch {batch})")
+    backup = run_dir / BACKUP
+    checkpoint = StepCheckpoint(
+        backup,
+        steps_per_epoch,
+        every_steps=runtime_config.checkpoint_every_steps,
+        write=chief,
+        delete_on_end=False,
+    )
+    # The NaN guard goes first: it raises before a bad step could be checkpointed.
+    shared = [
+        StopOnNonFiniteLoss(steps_per_epoch, backup if chief else None),
+        *metric_callbacks,
+        checkpoint,
+    ]
+    if chief:
+        shared.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False))
+    phases = []
+    if batch and epoch < epochs:
+        phases.append((epoch, epoch + 1, steps_per_epoch - batch))
+        epoch += 1
+    if epoch < epochs:
+        phases.append((epoch, epochs, steps_per_epoch))
+    strategy = model.distribute_strategy
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras 3 builds a distributed model from a batch it averages across replicas with
+        # `strategy.reduce`, which fails under MultiWorkerMirroredStrategy with one device
+        # per worker ("Attempt to convert a value (PerReplica ...)"). Build it from one
+        # local batch instead, once, and skip Keras's own attempt.
+        with strategy.scope():
+            model._symbolic_build(data_batch=next(iter(train_data().take(1))))
+        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        # Its multi-worker "mean" of the logged values reduces along axis 0, which a scalar
+        # lacks: give it each value as a vector of one.
+        model.train_step = _logs_as_vectors(model.train_step)
+        model.test_step = _logs_as_vectors(model.test_step)
+    for phase, (first_epoch, end_epoch, steps) in enumerate(phases):
+        # A run resumed from a checkpoint continues its history; one that starts at step 0
+        # (also in a folder an earlier attempt left without a checkpoint) starts it afresh.
+        history_log = keras.callbacks.CSVLogger(
+            str(run_dir / "history.csv"), append=bool(step) or phase > 0
+        )
+        model.fit(
+            train_data().skip(first_epoch * steps_per_epoch + (steps_per_epoch - steps)),
+            validation_data=validation_data,
+            initial_epoch=first_epoch,
+            epochs=end_epoch,
+            steps_per_epoch=steps,
+            callbacks=[*shared, history_log, *(callbacks or [])],
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=verbose,
+        )
+    if chief:
+        shutil.rmtree(backup, ignore_errors=True)
