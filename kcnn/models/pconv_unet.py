@@ -55,9 +55,26 @@ def _normalize_activate(x, batch_norm, activation, name):
     return keras.layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_leaky_relu")(x)
 
 
+class _InpaintingUNet(TaskModel):
+    """What both inpainting U-Nets share: inputs `[masked_image, mask]` of `input_shape`, a
+    `width` and a `depth`; a subclass gives its graph function (`_graph`)."""
+
+    CONFIG_KEYS = ("input_shape", "num_classes", "width", "depth")
+
+    def __init__(self, input_shape, num_classes, width, depth, name, **kwargs):
+        # === Layers and functional graph ===
+        inputs, outputs = self._graph(input_shape, num_classes, width, depth)
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        # === Config ===
+        self.image_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.width = width
+        self.depth = depth
+
+
 @register
 @register_model("pconv_unet", "inpainting")
-class PConvUNet(TaskModel):
+class PConvUNet(_InpaintingUNet):
     """The partial-convolution U-Net of Liu et al. (2018) for irregular holes.
 
     Liu, Reda, Shih, Wang, Tao & Catanzaro, "Image Inpainting for Irregular Holes Using
@@ -108,30 +125,13 @@ class PConvUNet(TaskModel):
     ([(None, 32, 32, 3), (None, 32, 32, 1)], (None, 32, 32, 3))
     """
 
-    CONFIG_KEYS = (
-        "input_shape",
-        "num_classes",
-        "width",
-        "depth",
-    )
-
     def __init__(
-        self,
-        input_shape,
-        num_classes=None,
-        width=32,
-        depth=5,
-        name="pconv_unet",
-        **kwargs,
+        self, input_shape, num_classes=None, width=32, depth=5, name="pconv_unet", **kwargs
     ):
-        # === Layers and functional graph ===
-        inputs, outputs = _pconv_unet_graph(input_shape, num_classes, width, depth)
-        super().__init__(inputs, outputs, name=name, **kwargs)
-        # === Config ===
-        self.image_shape = tuple(input_shape)
-        self.num_classes = num_classes
-        self.width = width
-        self.depth = depth
+        super().__init__(input_shape, num_classes, width, depth, name=name, **kwargs)
+
+    def _graph(self, input_shape, num_classes, width, depth):
+        return _pconv_unet_graph(input_shape, num_classes, width, depth)
 
 
 def _pconv_unet_graph(input_shape, num_classes, width, depth):
@@ -181,7 +181,7 @@ def _pconv_unet_graph(input_shape, num_classes, width, depth):
 
 @register
 @register_model("conv_unet_inpaint", "inpainting")
-class ConvUNetInpaint(TaskModel):
+class ConvUNetInpaint(_InpaintingUNet):
     """The baseline of `PConvUNet`: the same U-Net with plain `Conv2D` layers.
 
     Liu et al. (2018, arXiv:1804.07723) compare partial convolutions against the same
@@ -216,30 +216,13 @@ class ConvUNetInpaint(TaskModel):
     (None, 32, 32, 3)
     """
 
-    CONFIG_KEYS = (
-        "input_shape",
-        "num_classes",
-        "width",
-        "depth",
-    )
-
     def __init__(
-        self,
-        input_shape,
-        num_classes=None,
-        width=32,
-        depth=5,
-        name="conv_unet_inpaint",
-        **kwargs,
+        self, input_shape, num_classes=None, width=32, depth=5, name="conv_unet_inpaint", **kwargs
     ):
-        # === Layers and functional graph ===
-        inputs, outputs = _conv_unet_graph(input_shape, num_classes, width, depth)
-        super().__init__(inputs, outputs, name=name, **kwargs)
-        # === Config ===
-        self.image_shape = tuple(input_shape)
-        self.num_classes = num_classes
-        self.width = width
-        self.depth = depth
+        super().__init__(input_shape, num_classes, width, depth, name=name, **kwargs)
+
+    def _graph(self, input_shape, num_classes, width, depth):
+        return _conv_unet_graph(input_shape, num_classes, width, depth)
 
 
 def _conv_unet_graph(input_shape, num_classes, width, depth):
