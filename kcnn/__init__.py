@@ -28,6 +28,8 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 from kcnn import (
     detection,  # noqa: E402, F401  (registers DetectionDecoder and DetectionLoss)
     layers,  # noqa: E402, F401  (registers kcnn layers for deserialization)
+    models,  # noqa: E402, F401  (registers the task models: UNet, PConvUNet, ...)
+    tasks,  # noqa: E402, F401  (registers the tasks' losses and metrics a run's model.keras holds)
 )
 
 __version__ = "0.1.0"

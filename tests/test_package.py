@@ -27,3 +27,43 @@ def test_importing_kcnn_selects_the_bfc_cpu_allocator_unless_the_user_chose(sett
         [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
     )
     assert result.stdout.split()[-1] == expected
+
+
+def test_importing_kcnn_alone_registers_every_object_a_run_saves(tmp_path):
+    """A run's `model.keras` holds its compiled loss and metrics too (a segmentation run's
+    `SumLoss` of cross-entropy and Dice, inpainting's loss and PSNR / SSIM / hole-L1): a
+    process that imports only `kcnn` must deserialize them."""
+    import json
+
+    import keras
+
+    from kcnn.tasks import (
+        CrossEntropyLoss,
+        DiceLoss,
+        HoleL1,
+        InpaintingLoss,
+        PeakSignalToNoiseRatio,
+        StructuralSimilarity,
+        SumLoss,
+    )
+
+    objects = [
+        SumLoss([CrossEntropyLoss(), DiceLoss()], [1.0, 1.0]),
+        InpaintingLoss(),
+        PeakSignalToNoiseRatio(),
+        StructuralSimilarity(),
+        HoleL1(),
+    ]
+    path = tmp_path / "objects.json"
+    path.write_text(json.dumps([keras.saving.serialize_keras_object(o) for o in objects]))
+    probe = (
+        "import json, sys, keras, kcnn\n"
+        f"configs = json.load(open({str(path)!r}))\n"
+        "print(' '.join(type(keras.saving.deserialize_keras_object(c)).__name__ "
+        "for c in configs))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [type(o).__name__ for o in objects]
