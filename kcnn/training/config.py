@@ -19,6 +19,7 @@ Example YAML:
 """
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 
@@ -97,7 +98,9 @@ class TrainConfig:
     `{"box_weight": 2.5, "box_loss": "ciou"}`, see `kcnn.tasks.detection`), and pixels
     labelled `ignore_index` count in no loss or metric. A model with auxiliary classifiers
     (GoogLeNet with `aux_heads: true`) adds their losses times `aux_loss_weight` while
-    training (see `kcnn.training.auxiliary`)."""
+    training (see `kcnn.training.auxiliary`). Training stops like on a NaN loss when one
+    step's loss exceeds `divergence_factor` times the median of the steps before (None: only
+    NaN or infinite losses and weights stop it; see `kcnn.training.checkpoint`)."""
 
     epochs: int = 10
     optimizer: str = "adam"
@@ -109,6 +112,7 @@ class TrainConfig:
     loss: dict | None = None
     ignore_index: int | None = None
     aux_loss_weight: float = AUX_LOSS_WEIGHT
+    divergence_factor: float | None = 1000.0
 
 
 @dataclasses.dataclass
@@ -195,6 +199,21 @@ class ExperimentConfig:
                 "`data.validation_fraction` must be in [0, 1). "
                 f"Received: {self.data.validation_fraction}"
             )
+        _check_run_name(self.name)
+        if self.train.steps_per_epoch is not None:
+            _positive("train.steps_per_epoch", self.train.steps_per_epoch)
+        _at_least("train.warmup_epochs", self.train.warmup_epochs, 0)
+        if self.train.divergence_factor is not None:
+            _at_least("train.divergence_factor", self.train.divergence_factor, 1)
+        _at_least("train.weight_decay", self.train.weight_decay, 0)
+        _positive("export.parity_samples", self.export.parity_samples)
+        _positive("export.parity_tolerance", self.export.parity_tolerance)
+        _at_least("export.latency_runs", self.export.latency_runs, 0)
+        if self.data.image_size is not None:
+            _positive("data.image_size", self.data.image_size)
+        if self.data.shuffle_buffer is not None:
+            _positive("data.shuffle_buffer", self.data.shuffle_buffer)
+        _at_least("runtime.seed", self.runtime.seed, 0)
         if self.model.dropout is not None and not 0.0 <= self.model.dropout < 1.0:
             raise ValueError(f"`model.dropout` must be in [0, 1). Received: {self.model.dropout}")
         if self.data.train_per_class is not None:
@@ -227,12 +246,33 @@ def _positive(key, value):
         raise ValueError(f"`{key}` must be positive. Received: {value!r}")
 
 
+def _at_least(key, value, minimum):
+    if value is None or value < minimum:
+        raise ValueError(f"`{key}` must be >= {minimum}. Received: {value!r}")
+
+
+def _check_run_name(name):
+    """A run's `name` is one plain folder name under `output_dir`: no path separator, not
+    empty, not "." or ".." (the run must not be written outside `output_dir`)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip():
+        raise ValueError(
+            "`name` must be a plain folder name (no '/', not empty, '.' or '..'), the run "
+            f"folder under `output_dir`. Received: name={name!r}"
+        )
+
+
+# YAML 1.1 reads `1e-3` (no dot) as a string; for a float key it is the number users mean.
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
 def _check_type(key, value, annotation):
     """Checks a YAML scalar against a dataclass field annotation (ints pass as floats)."""
     allowed = typing.get_args(annotation) or (annotation,)
     allowed = tuple(typing.get_origin(a) or a for a in allowed)
     allowed = tuple(type(None) if a is None else a for a in allowed)
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if float in allowed and isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
         return float(value)
     if isinstance(value, bool) and bool not in allowed:
         raise ValueError(f"`{key}` must be of type {_type_names(allowed)}. Received: {value!r}")
@@ -278,7 +318,13 @@ def _apply_override(values, override):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ValueError(f"Override `{key}`: `{part}` is not a mapping.")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        reason = str(error).splitlines()[0]
+        raise ValueError(
+            f"Override `{key}`: the value {raw!r} is not valid YAML ({reason})."
+        ) from None
 
 
 def load_config(path, overrides=()):
@@ -301,9 +347,14 @@ def load_config(path, overrides=()):
     if not path.is_file():
         raise FileNotFoundError(f"Config file not found: {path}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ValueError(f"Config file {path} is not valid YAML: {error}") from error
+    if values is None:
+        raise ValueError(
+            f"Config file {path} is empty (or only comments): it must name at least the "
+            "experiment, e.g. `name:` and `task:` (see configs/)."
+        )
     if not isinstance(values, dict):
         raise ValueError(f"Config file {path} must hold a mapping at the top level.")
     for override in overrides:
