@@ -27,6 +27,7 @@ setup(
         "scikit-image>=0.22",
         "scikit-learn>=1.4",
         "pyyaml>=6.0",
+        "h5py>=3.10",
         "pycocotools>=2.0.7",
         "ai-edge-litert>=2.0",
         "tensorboard>=2.19",

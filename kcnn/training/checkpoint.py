@@ -20,8 +20,10 @@ import math
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 
@@ -39,40 +41,89 @@ def _random_state_variables(model):
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite, or diverged; the last good checkpoint is kept."""
 
 
-def latest_checkpoint(directory):
-    """Returns the pointer record (dict with "step", "epoch", "batch", "folder") or None.
-
-    A pointer to a missing folder (which a correct writer never leaves) is an error, not a
-    silent fresh start.
-    """
-    pointer = Path(directory) / POINTER
-    if not pointer.is_file():
-        return None
-    record = json.loads(pointer.read_text(encoding="utf-8"))
-    if not (Path(directory) / record["folder"] / STATE).is_file():
-        raise FileNotFoundError(
-            f"Checkpoint pointer {pointer} names {record['folder']}, which has no {STATE}."
-        )
-    return record
+class TrainingInterruptedError(RuntimeError):
+    """Training was interrupted (Ctrl-C); the last checkpoint is kept for a resume."""
 
 
-def restore(model, directory):
-    """Loads the latest checkpoint of `directory` into a compiled `model`.
+def _step_of(folder):
+    return int(folder.name[len("step-") :])
 
-    Removes what an interrupted write left behind (temporary folders, folders no pointer
-    names). Returns the pointer record, or None when there is nothing to resume.
+
+def _readable(folder):
+    """Whether a step folder holds a complete checkpoint: a state file HDF5 can open (a file
+    cut short by a crash cannot be) and, when present, a loadable random-state file."""
+    try:
+        with h5py.File(folder / STATE, "r"):
+            pass
+        if (folder / RANDOM_STATE).is_file():
+            with np.load(folder / RANDOM_STATE) as values:
+                for name in values.files:
+                    values[name]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+    return True
+
+
+def _record(folder):
+    return {"step": _step_of(folder), "folder": folder.name}
+
+
+def latest_checkpoint(directory, log=None):
+    """Returns the record (dict with "step" and "folder", and "epoch", "batch" when the
+    pointer file gave them) of the newest complete checkpoint, or None when there is none.
+
+    The pointer file names the newest checkpoint. When it is damaged, or names a folder whose
+    state file is missing or cut short, the newest complete step folder is used instead and
+    `log` (when given) says so.
+
+    Raises:
+        ValueError: if the folder holds checkpoints and none of them can be read (named).
     """
     directory = Path(directory)
-    record = latest_checkpoint(directory)
-    if directory.is_dir():
-        keep = {POINTER, record["folder"]} if record else set()
-        for path in directory.iterdir():
-            if path.name not in keep:
-                _remove(path)
+    pointer = directory / POINTER
+    candidates = sorted(directory.glob("step-*"), key=_step_of, reverse=True)
+    if not pointer.is_file() and not candidates:
+        return None
+    problem = None
+    if pointer.is_file():
+        try:
+            record = json.loads(pointer.read_text(encoding="utf-8"))
+            folder = directory / str(record["folder"])
+            if _readable(folder):
+                return record
+            problem = f"{folder / STATE} is missing or damaged"
+        except (ValueError, KeyError, TypeError) as error:
+            problem = f"the checkpoint pointer {pointer} is damaged ({error})"
+            folder = None
+        candidates = [c for c in candidates if c != folder]
+    for candidate in candidates:
+        if _readable(candidate):
+            if log is not None and problem is not None:
+                log(f"{problem}; resuming from the newest complete checkpoint, {candidate.name}")
+            return _record(candidate)
+    raise ValueError(
+        f"No readable checkpoint in {directory}"
+        + (f": {problem}" if problem else "")
+        + ". Remove that folder to train from the start."
+    )
+
+
+def restore(model, directory, log=None):
+    """Loads the latest complete checkpoint of `directory` into a compiled `model`.
+
+    The checkpoint is verified before anything is deleted (see `latest_checkpoint`); then
+    what an interrupted write left behind (temporary folders, damaged or older checkpoints)
+    is removed. Returns the record, or None when there is nothing to resume.
+    """
+    directory = Path(directory)
+    record = latest_checkpoint(directory, log)
     if record is None:
+        if directory.is_dir():
+            for path in directory.iterdir():
+                _remove(path)
         return None
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
@@ -89,7 +140,21 @@ def restore(model, directory):
             )
         for variable, state in zip(variables, states, strict=True):
             variable.assign(state)
+    _point_to(directory, record)
+    for path in directory.iterdir():
+        if path.name not in (POINTER, record["folder"]):
+            _remove(path)
     return record
+
+
+def _point_to(directory, record):
+    """Switches the pointer file to `record` atomically."""
+    pointer = directory / f".{POINTER}.tmp"
+    pointer.write_text(json.dumps(record), encoding="utf-8")
+    with open(pointer, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(pointer, directory / POINTER)
+    _fsync_folder(directory)
 
 
 def _remove(path):
@@ -171,16 +236,31 @@ class StepCheckpoint(keras.callbacks.Callback):
         np.savez(temporary / RANDOM_STATE, *states)
         _fsync_folder(temporary)
         os.replace(temporary, self.directory / folder)
-        record = {"step": step, "epoch": epoch, "batch": batch, "folder": folder}
-        pointer = self.directory / f".{POINTER}.tmp"
-        pointer.write_text(json.dumps(record), encoding="utf-8")
-        with open(pointer, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(pointer, self.directory / POINTER)
-        _fsync_folder(self.directory)
-        for path in self.directory.iterdir():
-            if path.name.startswith("step-") and path.name != folder:
+        _point_to(self.directory, {"step": step, "epoch": epoch, "batch": batch, "folder": folder})
+        # The one before stays too: when the next loss shows these weights diverged,
+        # `discard_from` falls back to it.
+        steps = sorted(self.directory.glob("step-*"), key=_step_of, reverse=True)
+        for path in steps[2:]:
+            _remove(path)
+
+    def discard_from(self, step):
+        """Removes the checkpoints of `step` and later (weights a diverged loss came from)
+        and points to the newest one before; returns its record, or None when none is left."""
+        if not self.write or not self.directory.is_dir():
+            return None
+        kept = None
+        for path in sorted(self.directory.glob("step-*"), key=_step_of, reverse=True):
+            if _step_of(path) >= step:
                 _remove(path)
+            elif kept is None and _readable(path):
+                kept = _record(path)
+                epoch, batch = divmod(kept["step"], self.steps_per_epoch)
+                kept.update(epoch=epoch, batch=batch)
+        if kept is None:
+            (self.directory / POINTER).unlink(missing_ok=True)
+        else:
+            _point_to(self.directory, kept)
+        return kept
 
     def on_train_end(self, logs=None):
         if self.delete_on_end and self.write:
@@ -188,30 +268,85 @@ class StepCheckpoint(keras.callbacks.Callback):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Raises `TrainingDivergedError` naming the step when the loss is NaN or infinite.
+    """Stops training with `TrainingDivergedError` when the loss is NaN or infinite, or
+    diverges: a step's loss above `divergence_factor` times the median of the steps before
+    (after `warmup_steps` of them), or non-finite weights at an epoch end.
 
-    Put it before `StepCheckpoint` in the callback list: it raises before that batch's
-    weights could be saved, so the last checkpoint stays the last good one.
+    The loss of step k is computed with the weights step k - 1 left, so those weights are
+    where the divergence shows first: the checkpoints of step k - 1 and later are discarded
+    (`StepCheckpoint.discard_from`) and the message names the step of the checkpoint kept,
+    or says that none was written yet. Put it before `StepCheckpoint` in the callback list,
+    so a diverged step is never saved.
+
+    Keras logs an epoch's running mean of the loss; the loss of one step is recovered from
+    two consecutive means (n m_n - (n - 1) m_{n-1}).
 
     Args:
         steps_per_epoch: int. Steps in one epoch, to name the epoch and batch.
-        backup: str or Path or None. Where the last good checkpoint is (for the message).
+        checkpoint: a `StepCheckpoint` or None.
+        divergence_factor: float or None. None checks for non-finite values only.
+            Defaults to 1000.
+        warmup_steps: int. Steps seen before the divergence check starts. Defaults to 1: a
+            first step's loss, from the initial weights, is already a fair reference.
     """
 
-    def __init__(self, steps_per_epoch, backup=None):
+    def __init__(self, steps_per_epoch, checkpoint=None, divergence_factor=1000.0, warmup_steps=1):
         super().__init__()
         self.steps_per_epoch = int(steps_per_epoch)
-        self.backup = backup
+        self.checkpoint = checkpoint
+        self.divergence_factor = divergence_factor
+        self.warmup_steps = int(warmup_steps)
+        self._losses = []
+        self._previous_mean = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._previous_mean = None
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is None or math.isfinite(float(loss)):
+        mean = (logs or {}).get("loss")
+        if mean is None:
             return
+        mean = float(np.asarray(mean).reshape(-1)[0])  # a vector of one in multi-worker runs
+        if not math.isfinite(mean):
+            self._stop(f"The training loss became {mean}")
+        seen = batch + 1  # batches in this fit call's running mean
+        step_loss = (
+            mean if self._previous_mean is None else seen * mean - batch * self._previous_mean
+        )
+        self._previous_mean = mean
+        if (
+            self.divergence_factor is not None
+            and len(self._losses) >= self.warmup_steps
+            and step_loss > self.divergence_factor * max(float(np.median(self._losses)), 1e-12)
+        ):
+            self._stop(
+                f"The training loss diverged to {step_loss:.4g} (over {self.divergence_factor:g} "
+                f"times the median {float(np.median(self._losses)):.4g} of the steps before; "
+                "`train.divergence_factor`)"
+            )
+        self._losses = (self._losses + [step_loss])[-200:]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for weight in self.model.weights:
+            if not np.all(np.isfinite(np.asarray(weight))):
+                self._stop(f"The weight {weight.path} became non-finite")
+
+    def _stop(self, what):
         step = int(self.model.optimizer.iterations.numpy())
         epoch, in_epoch = divmod(step - 1, self.steps_per_epoch)
-        where = f" The last good checkpoint is kept in {self.backup}." if self.backup else ""
+        kept = self.checkpoint.discard_from(step - 1) if self.checkpoint is not None else None
+        if self.checkpoint is None or not self.checkpoint.write:
+            where = ""
+        elif kept is None:
+            where = " No checkpoint was kept (none was written before the divergence)."
+        else:
+            where = (
+                f" The checkpoint of step {kept['step']}, the last whose weights gave a sane "
+                f"loss, is kept in {self.checkpoint.directory}: running the same command "
+                "resumes from it."
+            )
         raise TrainingDivergedError(
-            f"The training loss became {float(loss)} at step {step} (epoch {epoch + 1}, batch "
-            f"{in_epoch + 1}); training stopped.{where} Lower `train.learning_rate` or check "
-            "the data for NaN or infinite values."
+            f"{what} at step {step} (epoch {epoch + 1}, batch {in_epoch + 1}); training "
+            f"stopped.{where} Lower `train.learning_rate` or check the data for NaN or "
+            "infinite values."
         )

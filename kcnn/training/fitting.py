@@ -120,9 +120,9 @@ def fit_from_checkpoint(
         write=chief,
         delete_on_end=False,
     )
-    # The NaN guard goes first: it raises before a bad step could be checkpointed.
+    # The divergence guard goes first: it raises before a bad step could be checkpointed.
     shared = [
-        StopOnNonFiniteLoss(steps_per_epoch, backup if chief else None),
+        StopOnNonFiniteLoss(steps_per_epoch, checkpoint, train_config.divergence_factor),
         *metric_callbacks,
         checkpoint,
     ]
