@@ -9,6 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+# Exit status after Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2).
+INTERRUPTED = 130
+
 USAGE_EXAMPLES = """examples:
   kcnn train configs/fashion_mnist.yaml
   kcnn train configs/digits.yaml --override train.epochs=3 --override data.batch_size=64
@@ -114,7 +117,7 @@ def main(argv=None):
     # TensorFlow's C++ start-up INFO/WARNING lines bury the progress bar; errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from kcnn.export import ExportError, ExportParityError
-    from kcnn.training.checkpoint import TrainingDivergedError
+    from kcnn.training.checkpoint import TrainingDivergedError, TrainingInterruptedError
     from kcnn.training.distribute import is_chief
 
     try:
@@ -153,6 +156,11 @@ def main(argv=None):
         elif arguments.command == "analyze":
             _analyze(arguments.target)
         elif arguments.command == "explain":
+            if Path(arguments.output).is_dir():
+                raise ValueError(
+                    f"`--output` {arguments.output} is a folder; give the PNG file to write, "
+                    f"e.g. {Path(arguments.output) / 'explanation.png'}"
+                )
             from kcnn.training.explain_run import explain_run
 
             path = explain_run(
@@ -167,6 +175,12 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as error:
         print(f"kcnn {arguments.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingInterruptedError as error:
+        print(f"kcnn {arguments.command}: {error}", file=sys.stderr)
+        return INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"kcnn {arguments.command}: interrupted.", file=sys.stderr)
+        return INTERRUPTED
     except TrainingDivergedError as error:
         print(f"kcnn {arguments.command}: error: {error}", file=sys.stderr)
         return 1

@@ -33,7 +33,7 @@ from kcnn.data import split_validation
 from kcnn.export.exporters import ExportError, ExportParityError
 from kcnn.tasks import get_task
 from kcnn.training.auxiliary import AuxiliaryLossModel, auxiliary_output_names, main_output_model
-from kcnn.training.checkpoint import latest_checkpoint, restore
+from kcnn.training.checkpoint import TrainingInterruptedError, latest_checkpoint, restore
 from kcnn.training.distribute import is_chief, resolve_strategy
 from kcnn.training.exporting import export_run
 from kcnn.training.fitting import (
@@ -48,6 +48,8 @@ from kcnn.training.messages import log
 from kcnn.training.run_folder import (
     BACKUP,
     FINISHED_MARKER,
+    RunLock,
+    check_run_dir,
     load_run,
     read_history,
     resolve_run_dir,
@@ -102,18 +104,28 @@ def prepare_data(task, data_config, train_config, seed, multi_worker):
         validation_batches = task.make_dataset(dataset, *validation, data_config.batch_size)
         if multi_worker:
             validation_batches = shard_by_data(validation_batches)
+    if not len(x_train):
+        raise ValueError(
+            f"`data.validation_fraction`={data_config.validation_fraction} leaves no training "
+            f"images of the {len(dataset.x_train)} in '{dataset.name}'; use a smaller fraction."
+        )
     steps = train_config.steps_per_epoch or int(np.ceil(len(x_train) / data_config.batch_size))
     return TrainingData(dataset, x_train, y_train, validation, validation_batches, steps)
 
 
-def _prepare_run_dir(config, run_dir, strategy):
-    """The run folder (a scratch folder on workers other than the chief), created, with the
-    config written into it."""
-    if is_chief():
-        run_dir = Path(run_dir) if run_dir is not None else resolve_run_dir(config)
-    else:
-        # Other workers train in step with the chief but write nothing the user keeps.
-        run_dir = Path(tempfile.mkdtemp(prefix="kcnn-worker-"))
+def _choose_run_dir(config, run_dir):
+    """The run folder: the one given (checked: never a trained run or another experiment's),
+    or this experiment's next (`resolve_run_dir`); a scratch folder on workers other than the
+    chief, which train in step with it but write nothing the user keeps."""
+    if not is_chief():
+        return Path(tempfile.mkdtemp(prefix="kcnn-worker-"))
+    if run_dir is not None:
+        return check_run_dir(run_dir, config)
+    return resolve_run_dir(config)
+
+
+def _start_run_dir(config, run_dir, strategy):
+    """Creates the run folder, writes the config into it and logs what the run does."""
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = latest_checkpoint(run_dir / BACKUP) is not None or (run_dir / BACKUP).exists()
     log(f"run folder: {run_dir}" + (" (resuming)" if resuming else ""))
@@ -129,7 +141,6 @@ def _prepare_run_dir(config, run_dir, strategy):
             f"strategy: {kind} with {strategy.num_replicas_in_sync} replica(s); "
             f"global batch {config.data.batch_size}"
         )
-    return run_dir
 
 
 @contextlib.contextmanager
@@ -195,21 +206,33 @@ def _fit(task, config, data, strategy, run_dir, callbacks, verbose):
 
     with strategy.scope():
         model, training_model, transfer_record = _compiled_model(task, config, data)
-        record = restore(training_model, run_dir / BACKUP)
-    fit_from_checkpoint(
-        training_model,
-        train_stream,
-        data.validation_batches,
-        config.train,
-        config.runtime,
-        run_dir,
-        data.steps_per_epoch,
-        record,
-        callbacks,
-        verbose,
-        is_chief(),
-        task.callbacks(model, data.dataset, data.validation, config.data),
-    )
+        record = restore(training_model, run_dir / BACKUP, log=log)
+    try:
+        fit_from_checkpoint(
+            training_model,
+            train_stream,
+            data.validation_batches,
+            config.train,
+            config.runtime,
+            run_dir,
+            data.steps_per_epoch,
+            record,
+            callbacks,
+            verbose,
+            is_chief(),
+            task.callbacks(model, data.dataset, data.validation, config.data),
+        )
+    except KeyboardInterrupt:
+        step = int(training_model.optimizer.iterations.numpy())
+        kept = latest_checkpoint(run_dir / BACKUP) if is_chief() else None
+        where = (
+            f"the checkpoint of step {kept['step']} is kept in {run_dir / BACKUP}"
+            if kept
+            else "no checkpoint was written yet"
+        )
+        raise TrainingInterruptedError(
+            f"interrupted at step {step}; {where}: run the same command to resume."
+        ) from None
     if strategy is not tf.distribute.get_strategy():
         model = undistributed_copy(model)
     return model, transfer_record
@@ -247,18 +270,27 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
     started = time.time()
     # The strategy first: splitting the CPU into logical devices must precede any op.
     strategy = resolve_strategy(config.runtime)
-    run_dir = _prepare_run_dir(config, run_dir, strategy)
     task = get_task(config.task)
+    run_dir = _choose_run_dir(config, run_dir)
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    with _runtime_settings(config.runtime):
-        data = prepare_data(task, config.data, config.train, config.runtime.seed, multi_worker)
-        model, transfer_record = _fit(task, config, data, strategy, run_dir, callbacks, verbose)
-    log(f"final weights sha256: {weights_fingerprint(model)}")
-    if not is_chief():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return run_dir
-    train_seconds = time.time() - started
+    with contextlib.ExitStack() as run:
+        with _runtime_settings(config.runtime):
+            # The data before the folder: a data error leaves no folder behind.
+            data = prepare_data(task, config.data, config.train, config.runtime.seed, multi_worker)
+            if is_chief():
+                run.enter_context(RunLock(run_dir))
+            _start_run_dir(config, run_dir, strategy)
+            model, transfer_record = _fit(task, config, data, strategy, run_dir, callbacks, verbose)
+        log(f"final weights sha256: {weights_fingerprint(model)}")
+        if not is_chief():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return run_dir
+        train_seconds = time.time() - started
+        return _finish(task, config, data, model, transfer_record, run_dir, started, train_seconds)
 
+
+def _finish(task, config, data, model, transfer_record, run_dir, started, train_seconds):
+    """Evaluates, plots and exports a trained model, then writes `metrics.json`."""
     metrics, epochs = _evaluate_and_plot(task, model, data.dataset, config, run_dir)
     try:
         export_run(model, run_dir, task, config.export, data.dataset, config.data.image_size)
@@ -279,7 +311,8 @@ def train(config, run_dir=None, verbose="auto", callbacks=None):
     )
     write_json(run_dir / FINISHED_MARKER, metrics)
     log(f"{task.summary(metrics)} ({metrics['total_seconds']:.0f} s)")
-    log(f"wrote {run_dir}/: " + ", ".join(sorted(p.name for p in run_dir.iterdir())))
+    files = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+    log(f"wrote {run_dir}/: " + ", ".join(files))
     return run_dir
 
 
