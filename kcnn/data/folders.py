@@ -373,8 +373,12 @@ def _coco_boxes(annotations, class_index, path, height, width):
     for index, annotation in enumerate(annotations):
         bbox = annotation["bbox"]
         where = f"Box {bbox} (x, y, width, height) of annotation {annotation.get('id', '?')}"
-        if len(bbox) != 4:
-            raise ValueError(f"{where} for image file '{path}' must have 4 numbers.")
+        if (
+            not isinstance(bbox, list | tuple)
+            or len(bbox) != 4
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
+        ):
+            raise ValueError(f"{where} for image file '{path}' must be a list of 4 numbers.")
         x, y, box_width, box_height = (float(value) for value in bbox)
         if box_width <= 0 or box_height <= 0:
             raise ValueError(f"{where} for image file '{path}' has non-positive width or height.")
@@ -446,8 +450,14 @@ def load_coco_detection(annotation_file, image_dir, include_crowd=False):
         "image_ids": [],
         "file_names": [],
     }
+    root = os.path.realpath(image_dir)
     for info in images_info:
         path = os.path.join(image_dir, info["file_name"])
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise ValueError(
+                f"Image file_name {info['file_name']!r} (image id {info['id']} in "
+                f"'{annotation_file}') lies outside the image folder '{image_dir}'."
+            )
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"Image file '{path}' (image id {info['id']} in '{annotation_file}') "
