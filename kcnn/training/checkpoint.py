@@ -13,6 +13,7 @@ Layout of the backup folder:
       latest.json        {"step": 120, "epoch": 2, "batch": 15, "folder": "step-00000120"}
       step-00000120/     state.weights.h5 (model and optimizer variables, incl. the step)
                          random_state.npz (seed-generator states of dropout etc.)
+                         metric_state.npz (the epoch's running metrics: loss, accuracy ...)
 """
 
 import json
@@ -30,6 +31,7 @@ import numpy as np
 POINTER = "latest.json"
 STATE = "state.weights.h5"
 RANDOM_STATE = "random_state.npz"
+METRIC_STATE = "metric_state.npz"
 
 
 def _random_state_variables(model):
@@ -38,6 +40,12 @@ def _random_state_variables(model):
     masks of step 0 again."""
     saved = {id(weight) for weight in model.weights}
     return [variable for variable in model.variables if id(variable) not in saved]
+
+
+def _metric_variables(model):
+    """The variables of the model's training metrics (the loss tracker's total and count,
+    accuracy's ...): what an epoch's logged values are averaged from."""
+    return [variable for metric in model.metrics for variable in metric.variables]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -144,7 +152,40 @@ def restore(model, directory, log=None):
     for path in directory.iterdir():
         if path.name not in (POINTER, record["folder"]):
             _remove(path)
+    if (folder / METRIC_STATE).is_file():
+        with np.load(folder / METRIC_STATE) as values:
+            record["metric_state"] = [values[f"arr_{i}"] for i in range(len(values.files))]
     return record
+
+
+class RestoreMetricState(keras.callbacks.Callback):
+    """Adds a checkpoint's running metrics back into the epoch a run resumes in, so its
+    logged loss and metrics average all of its batches, as in a run never interrupted.
+
+    Keras builds the compiled metrics at the first training step, after `fit` reset them,
+    so the state is added after that step: a metric's state is a sum (total and count,
+    a confusion matrix ...), and the sum of the checkpoint's and the new batches' is what an
+    uninterrupted epoch holds. The step's logs are updated in place, so the callbacks after
+    this one see the epoch's values.
+    """
+
+    def __init__(self, states):
+        super().__init__()
+        self.states = states
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.states is None:
+            return
+        states, self.states = self.states, None
+        variables = _metric_variables(self.model)
+        if len(variables) != len(states):
+            return
+        for variable, state in zip(variables, states, strict=True):
+            variable.assign_add(np.asarray(state, dtype=variable.dtype))
+        if logs is not None:
+            for name, value in self.model.get_metrics_result().items():
+                if name in logs:
+                    logs[name] = float(np.asarray(value).reshape(-1)[0])
 
 
 def _point_to(directory, record):
@@ -219,6 +260,9 @@ class StepCheckpoint(keras.callbacks.Callback):
     def save(self, step):
         """Writes the checkpoint of `step` atomically (see the class docstring)."""
         epoch, batch = divmod(step, self.steps_per_epoch)
+        # Every worker reads the metrics: a multi-worker metric's value is a collective
+        # reduction, which the chief alone would wait on for ever.
+        metrics = [np.asarray(v.numpy()) for v in _metric_variables(self.model)]
         if not self.write:
             scratch = Path(tempfile.mkdtemp(prefix="kcnn-worker-checkpoint-"))
             try:
@@ -234,6 +278,7 @@ class StepCheckpoint(keras.callbacks.Callback):
         self.model.save_weights(temporary / STATE)
         states = [np.asarray(v.numpy()) for v in _random_state_variables(self.model)]
         np.savez(temporary / RANDOM_STATE, *states)
+        np.savez(temporary / METRIC_STATE, *metrics)
         _fsync_folder(temporary)
         os.replace(temporary, self.directory / folder)
         _point_to(self.directory, {"step": step, "epoch": epoch, "batch": batch, "folder": folder})
@@ -298,9 +343,16 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self.warmup_steps = int(warmup_steps)
         self._losses = []
         self._previous_mean = None
+        self._offset = self._pending_offset = 0
+
+    def resume_within_epoch(self, batches_done):
+        """The next epoch's running mean already holds `batches_done` batches (its metric
+        state came back from a checkpoint)."""
+        self._pending_offset = int(batches_done)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._previous_mean = None
+        self._offset, self._pending_offset = self._pending_offset, 0
 
     def on_train_batch_end(self, batch, logs=None):
         mean = (logs or {}).get("loss")
@@ -309,9 +361,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         mean = float(np.asarray(mean).reshape(-1)[0])  # a vector of one in multi-worker runs
         if not math.isfinite(mean):
             self._stop(f"The training loss became {mean}")
-        seen = batch + 1  # batches in this fit call's running mean
+        seen = self._offset + batch + 1  # batches in the epoch's running mean
         step_loss = (
-            mean if self._previous_mean is None else seen * mean - batch * self._previous_mean
+            mean if self._previous_mean is None else seen * mean - (seen - 1) * self._previous_mean
         )
         self._previous_mean = mean
         if (

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kcnn.training.checkpoint import StepCheckpoint, StopOnNonFiniteLoss
+from kcnn.training.checkpoint import RestoreMetricState, StepCheckpoint, StopOnNonFiniteLoss
 from kcnn.training.messages import log
 from kcnn.training.run_folder import BACKUP
 
@@ -121,8 +121,9 @@ def fit_from_checkpoint(
         delete_on_end=False,
     )
     # The divergence guard goes first: it raises before a bad step could be checkpointed.
+    guard = StopOnNonFiniteLoss(steps_per_epoch, checkpoint, train_config.divergence_factor)
     shared = [
-        StopOnNonFiniteLoss(steps_per_epoch, checkpoint, train_config.divergence_factor),
+        guard,
         *metric_callbacks,
         checkpoint,
     ]
@@ -147,6 +148,12 @@ def fit_from_checkpoint(
         # lacks: give it each value as a vector of one.
         model.train_step = _logs_as_vectors(model.train_step)
         model.test_step = _logs_as_vectors(model.test_step)
+    # A resume inside an epoch gets that epoch's running metrics back, so its logged values
+    # average all of its batches, as an uninterrupted run's do.
+    resumed_metrics = []
+    if record and batch and record.get("metric_state") is not None:
+        resumed_metrics = [RestoreMetricState(record["metric_state"])]
+        guard.resume_within_epoch(batch)
     for phase, (first_epoch, end_epoch, steps) in enumerate(phases):
         # A run resumed from a checkpoint continues its history; one that starts at step 0
         # (also in a folder an earlier attempt left without a checkpoint) starts it afresh.
@@ -159,7 +166,12 @@ def fit_from_checkpoint(
             initial_epoch=first_epoch,
             epochs=end_epoch,
             steps_per_epoch=steps,
-            callbacks=[*shared, history_log, *(callbacks or [])],
+            callbacks=[
+                *(resumed_metrics if phase == 0 else []),
+                *shared,
+                history_log,
+                *(callbacks or []),
+            ],
             shuffle=False,  # the tf.data pipeline shuffles, seeded
             verbose=verbose,
         )

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import yaml
 
+from kcnn.training import read_history
 from kcnn.training.checkpoint import StepCheckpoint, latest_checkpoint, restore
 
 CONFIG = {
@@ -88,6 +89,11 @@ def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
     assert not (victim_dir / "backup").exists()
     history = (victim_dir / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]
+    # The epoch the kill fell in logs the mean over all of its batches, as if never killed.
+    resumed, uninterrupted = read_history(victim_dir), read_history(tmp_path / "reference")
+    assert resumed.keys() == uninterrupted.keys()
+    for key, values in uninterrupted.items():
+        np.testing.assert_allclose(resumed[key], values, rtol=1e-5, err_msg=key)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -122,7 +128,11 @@ def test_checkpoint_pointer_only_names_complete_checkpoints(tmp_path):
     (tmp_path / "backup" / ".step-00000002.abc" / "state.weights.h5").write_bytes(b"\0" * 10)
     model.set_weights([w + 1.0 for w in saved])
     record = restore(model, tmp_path / "backup")
+    metric_state = record.pop("metric_state")  # the loss tracker's total and count
     assert record == {"step": 1, "epoch": 0, "batch": 1, "folder": "step-00000001"}
+    assert [np.asarray(v) for v in metric_state] == [
+        np.asarray(v) for v in model.metrics[0].variables
+    ]
     for got, want in zip(model.get_weights(), saved, strict=True):
         np.testing.assert_array_equal(got, want)
     assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == [
