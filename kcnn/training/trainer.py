@@ -2,8 +2,10 @@
 
 `train(config)` runs the stages in order, each handed the part of the config it needs:
 
-1. run folder (`kcnn.training.run_folder`): a fresh folder, or the unfinished run to resume;
-2. data: the task loads the data set and builds the training stream and validation batches;
+1. data: the task loads the data set and builds the training stream and validation batches
+   (before any folder exists, so a data error leaves nothing behind);
+2. run folder (`kcnn.training.run_folder`): a fresh folder, or the unfinished run of this
+   experiment to resume, locked for the run's life;
 3. fit (`kcnn.training.fitting`): the task's model, loss and metrics under the strategy,
    `model.fit` resumed from the last checkpoint (`kcnn.training.checkpoint`);
 4. evaluate and plot: the task's metrics (`metrics.json`) and figures, the training curves;
@@ -12,9 +14,9 @@
 The trainer never asks which task it runs: every task-specific step is a hook of
 `kcnn.tasks.Task`. A run that is interrupted (even by `kill -9`) keeps `backup/`, its last
 checkpoint; training the same config again resumes from exactly the next batch, and with
-`runtime.deterministic: true` ends with the weights an uninterrupted run would have. A NaN or
-infinite loss stops the run with an error naming the step and keeps the last good
-checkpoint.
+`runtime.deterministic: true` ends with the weights an uninterrupted run would have. A NaN,
+infinite or diverging loss stops the run with an error naming the step and the checkpoint a
+resume starts from (see `kcnn.training.checkpoint`).
 """
 
 import contextlib
