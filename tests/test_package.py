@@ -67,3 +67,45 @@ def test_importing_kcnn_alone_registers_every_object_a_run_saves(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == [type(o).__name__ for o in objects]
+
+
+ONEDNN_PROBE = """
+import os
+{before}
+import kcnn
+from tensorflow.python.util import _pywrap_util_port
+print(os.environ["TF_ENABLE_ONEDNN_OPTS"], _pywrap_util_port.IsMklEnabled())
+"""
+
+
+@pytest.mark.parametrize(
+    "setting, before, expected",
+    [
+        # Unset: importing kcnn turns TensorFlow's oneDNN kernels on.
+        (None, "", "1 True"),
+        # The user's choice is kept.
+        ("0", "", "0 False"),
+        # TensorFlow imported first with oneDNN off (as on CPUs where that is its default):
+        # too late to turn it on, and kcnn says so.
+        (
+            None,
+            "os.environ['TF_ENABLE_ONEDNN_OPTS'] = '0'\nimport tensorflow\n"
+            "del os.environ['TF_ENABLE_ONEDNN_OPTS']",
+            "1 False",
+        ),
+    ],
+)
+def test_importing_kcnn_turns_tensorflow_onednn_kernels_on(setting, before, expected):
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    result = subprocess.run(
+        [sys.executable, "-W", "always", "-c", ONEDNN_PROBE.format(before=before)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split("\n")[-2] == expected, result.stdout
+    too_late = "imported before kcnn, with its oneDNN CPU kernels off" in result.stderr
+    assert too_late == (expected == "1 False"), result.stderr[-2000:]
