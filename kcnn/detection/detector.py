@@ -45,12 +45,14 @@ class DetectionModel(TaskModel):
     """What every kcnn detector knows about itself: its classes, levels and strides, input
     size, and the loss and decoder that fit its output layout `(B, points, 4 + classes)`.
 
-    Subclasses (`Detector`, `RetinaNet`) set `num_classes` and `levels` and write
-    `make_loss` and `make_decoder`; `LOSS_CLASS` is the loss class whose keyword arguments
-    a config's `train.loss` may set.
+    Subclasses (`Detector`, `RetinaNet`) set `num_classes` and `levels`, name their
+    `LOSS_CLASS` (whose keyword arguments a config's `train.loss` may set) and
+    `DECODER_CLASS`, and say where their outputs sit (`output_geometry`: anchor points by
+    strides, or anchor boxes); `make_loss` and `make_decoder` build both from these facts.
     """
 
     LOSS_CLASS = None
+    DECODER_CLASS = None
 
     @property
     def strides(self):
@@ -72,15 +74,31 @@ class DetectionModel(TaskModel):
             )
         return int(height), int(width)
 
-    def make_loss(self, **options):
-        """The training loss of this model's output, with the loss's own `options`."""
+    def output_geometry(self):
+        """Where the output rows sit, as the loss and decoder keyword argument that says it:
+        `{"strides": ...}` (anchor points) or `{"anchors": ...}` (anchor boxes)."""
         raise NotImplementedError
 
+    def make_loss(self, **options):
+        """`LOSS_CLASS` for this model's classes, input size and output geometry, with the
+        loss's own `options`."""
+        return self.LOSS_CLASS(
+            num_classes=self.num_classes,
+            image_size=self.image_size,
+            **self.output_geometry(),
+            **options,
+        )
+
     def make_decoder(self, **decoder_args):
-        """The layer turning this model's output into boxes, scores, classes and counts
-        after per-class NMS (`score_threshold`, `iou_threshold`, `max_detections`,
-        `name`)."""
-        raise NotImplementedError
+        """`DECODER_CLASS` for this model's classes, input size and output geometry: the
+        layer turning the output into boxes, scores, classes and counts after per-class NMS
+        (`score_threshold`, `iou_threshold`, `max_detections`, `name`)."""
+        return self.DECODER_CLASS(
+            num_classes=self.num_classes,
+            image_size=self.image_size,
+            **self.output_geometry(),
+            **decoder_args,
+        )
 
 
 @register
@@ -185,24 +203,11 @@ class Detector(DetectionModel):
         self.deformable = deformable
 
     LOSS_CLASS = DetectionLoss
+    DECODER_CLASS = DetectionDecoder
 
-    def make_loss(self, **options):
-        """`DetectionLoss` for this detector's classes, input size and strides."""
-        return DetectionLoss(
-            num_classes=self.num_classes,
-            image_size=self.image_size,
-            strides=self.strides,
-            **options,
-        )
-
-    def make_decoder(self, **decoder_args):
-        """`DetectionDecoder` for this detector's classes, input size and strides."""
-        return DetectionDecoder(
-            num_classes=self.num_classes,
-            image_size=self.image_size,
-            strides=self.strides,
-            **decoder_args,
-        )
+    def output_geometry(self):
+        """Anchor points: one per cell of each level, by the levels' strides."""
+        return {"strides": self.strides}
 
 
 def _detector_graph(

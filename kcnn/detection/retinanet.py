@@ -182,6 +182,7 @@ class RetinaNet(DetectionModel):
         self.aspect_ratios = tuple(aspect_ratios)
 
     LOSS_CLASS = RetinaNetLoss
+    DECODER_CLASS = RetinaNetDecoder
 
     @property
     def anchor_config(self):
@@ -200,23 +201,9 @@ class RetinaNet(DetectionModel):
         """The anchors `(A, 4)`, xyxy pixels, in the order of the model's outputs."""
         return _anchors(self.image_size, self.anchor_config)
 
-    def make_loss(self, **options):
-        """`RetinaNetLoss` for this model's classes, input size and anchors."""
-        return RetinaNetLoss(
-            num_classes=self.num_classes,
-            image_size=self.image_size,
-            anchors=self.anchor_config,
-            **options,
-        )
-
-    def make_decoder(self, **decoder_args):
-        """`RetinaNetDecoder` for this model's classes, input size and anchors."""
-        return RetinaNetDecoder(
-            num_classes=self.num_classes,
-            image_size=self.image_size,
-            anchors=self.anchor_config,
-            **decoder_args,
-        )
+    def output_geometry(self):
+        """Anchor boxes, given by the arguments of the anchor generator."""
+        return {"anchors": self.anchor_config}
 
 
 def _retinanet_graph(

@@ -82,17 +82,16 @@ def export_run(
             than `export_config.int8_tolerance` (the report is still written).
     """
     run_dir = Path(run_dir)
-    options = export_config
     if quantization is None:
-        quantizations = options.quantizations
+        quantizations = export_config.quantizations
     else:
         quantizations = [quantization] if isinstance(quantization, str) else list(quantization)
-    allow_flex = options.allow_flex if allow_flex is None else allow_flex
-    int8_io = options.int8_io if int8_io is None else int8_io
+    allow_flex = export_config.allow_flex if allow_flex is None else allow_flex
+    int8_io = export_config.int8_io if int8_io is None else int8_io
     metadata = serving_metadata(model, task, dataset.class_names, image_size)
-    report = {"task": task.name, "formats": list(options.formats), "tflite": {}}
+    report = {"task": task.name, "formats": list(export_config.formats), "tflite": {}}
     saved_model_dir = run_dir / "saved_model"
-    if "saved_model" in options.formats:
+    if "saved_model" in export_config.formats:
         export_saved_model(
             model,
             saved_model_dir,
@@ -106,12 +105,12 @@ def export_run(
             "signatures": sorted(metadata["signatures"]),
         }
     failures = []
-    if "tflite" in options.formats:
-        count = options.parity_samples
+    if "tflite" in export_config.formats:
+        count = export_config.parity_samples
         images, labels = dataset.x_test[:count], dataset.y_test[:count]
         samples = task.model_inputs(images, labels)
         metric = task.export_metric(images, labels, dataset.class_names)
-        int8_tolerance = options.int8_tolerance
+        int8_tolerance = export_config.int8_tolerance
         if int8_tolerance is None:
             int8_tolerance = task.int8_tolerance
         # A task may convert another model than `serve` (detection: the detector with its
@@ -136,11 +135,11 @@ def export_run(
                     tflite_model,
                     tflite_path,
                     samples,
-                    options.parity_tolerance,
+                    export_config.parity_tolerance,
                     mode,
                     class_outputs=task.class_outputs,
                     metric=metric,
-                    latency_runs=options.latency_runs,
+                    latency_runs=export_config.latency_runs,
                     compare=task.compare_exports,
                 )
             except RuntimeError as error:  # a kernel that fails to run in LiteRT

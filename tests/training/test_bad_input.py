@@ -22,8 +22,10 @@ import yaml
 
 from kcnn.cli import main
 from kcnn.training import load_config
-from kcnn.training.checkpoint import StepCheckpoint, latest_checkpoint, restore
+from kcnn.training.checkpoint import latest_checkpoint, restore
 from kcnn.training.run_folder import RunLock
+
+from .checkpoints import checkpointed_model
 
 CONFIG = {
     "name": "abuse",
@@ -185,13 +187,7 @@ def test_a_run_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(tmp_path,
 
 
 def _checkpoints(tmp_path):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(optimizer="adam", loss="mse")
-    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
-    checkpoint = StepCheckpoint(tmp_path / "backup", steps_per_epoch=4, every_steps=1)
-    checkpoint.set_model(model)
-    checkpoint.save(1)
-    first = [np.asarray(w) for w in model.get_weights()]
+    model, checkpoint, first = checkpointed_model(tmp_path / "backup")
     model.set_weights([w + 1.0 for w in first])
     checkpoint.save(2)
     return model, checkpoint, first

@@ -15,7 +15,9 @@ import numpy as np
 import yaml
 
 from kcnn.training import read_history
-from kcnn.training.checkpoint import StepCheckpoint, latest_checkpoint, restore
+from kcnn.training.checkpoint import latest_checkpoint, restore
+
+from .checkpoints import checkpointed_model
 
 CONFIG = {
     "name": "resume_test",
@@ -116,13 +118,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
 
 def test_checkpoint_pointer_only_names_complete_checkpoints(tmp_path):
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(optimizer="adam", loss="mse")
-    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
-    checkpoint = StepCheckpoint(tmp_path / "backup", steps_per_epoch=4, every_steps=1)
-    checkpoint.set_model(model)
-    checkpoint.save(1)
-    saved = [np.asarray(w) for w in model.get_weights()]
+    model, _, saved = checkpointed_model(tmp_path / "backup")
     # What a kill in the middle of the next save leaves: a temporary folder, no new pointer.
     (tmp_path / "backup" / ".step-00000002.abc").mkdir()
     (tmp_path / "backup" / ".step-00000002.abc" / "state.weights.h5").write_bytes(b"\0" * 10)
