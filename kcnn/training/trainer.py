@@ -129,7 +129,7 @@ def _choose_run_dir(config, run_dir):
 def _start_run_dir(config, run_dir, strategy):
     """Creates the run folder, writes the config into it and logs what the run does."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    resuming = latest_checkpoint(run_dir / BACKUP) is not None or (run_dir / BACKUP).exists()
+    resuming = (run_dir / BACKUP).exists()  # a checkpoint lives only there
     log(f"run folder: {run_dir}" + (" (resuming)" if resuming else ""))
     if is_chief():
         save_config(config, run_dir / "config.yaml")
