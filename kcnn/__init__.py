@@ -19,9 +19,8 @@ import warnings
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # TensorFlow's oneDNN CPU kernels, which it turns on by itself only on some x86 CPUs. Without
 # them (e.g. on AMD EPYC) a dilated Conv2DTranspose and a depthwise convolution with unequal
-# strides have no CPU kernel at all, and its other CPU convolutions are slower. TensorFlow reads
-# the variable when it is imported, so this takes effect when kcnn is imported first; set
-# TF_ENABLE_ONEDNN_OPTS=0 to keep them off.
+# strides have no CPU kernel at all. TensorFlow reads the variable when it is imported, so this
+# takes effect when kcnn is imported first; set TF_ENABLE_ONEDNN_OPTS=0 to keep them off.
 _ONEDNN_CHOSEN = "TF_ENABLE_ONEDNN_OPTS" in os.environ
 _TENSORFLOW_FIRST = "tensorflow" in sys.modules
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
