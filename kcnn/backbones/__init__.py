@@ -11,7 +11,13 @@ import keras_hub
 
 from kcnn.backbones.hub import HUB_BUILDERS
 from kcnn.backbones.plain import plain_cnn
-from kcnn.backbones.pyramid import level_name, level_stride, pyramid_model, sorted_levels
+from kcnn.backbones.pyramid import (
+    level_name,
+    level_stride,
+    pyramid_backbone,
+    pyramid_model,
+    sorted_levels,
+)
 
 BACKBONES = ("plain_cnn", *HUB_BUILDERS)
 
@@ -21,6 +27,7 @@ __all__ = [
     "level_name",
     "level_stride",
     "plain_cnn",
+    "pyramid_backbone",
     "pyramid_features",
     "pyramid_model",
     "sorted_levels",
@@ -48,7 +55,8 @@ def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
         name: str. One of `kcnn.backbones.BACKBONES`: `"plain_cnn"`, `"resnet18"`,
             `"resnet34"`, `"resnet50"`, `"resnet101"`, `"resnet152"`,
             `"mobilenetv3_small"`, `"mobilenetv3_large"`, `"efficientnet_b0"` to `"_b2"`,
-            `"csp_darknet53"`, `"csp_darknet_tiny"`.
+            `"csp_darknet53"`, `"csp_darknet_tiny"`, `"densenet121"`, `"densenet169"`,
+            `"vgg16"`, `"xception"`, `"hgnetv2_b0"`.
         input_shape: tuple `(height, width, channels)`; height and width may be None.
             Defaults to `(None, None, 3)`.
         weights: None, or the path of a local `.weights.h5` file, or of a local keras-hub
@@ -80,7 +88,7 @@ def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
         if name == "plain_cnn":
             raise ValueError("`weights` for plain_cnn must be a .weights.h5 file, not a folder.")
         raw = keras_hub.models.Backbone.from_preset(os.fspath(weights))
-        return pyramid_model(raw, name=name)
+        return pyramid_backbone(raw, name=name)
     if name == "plain_cnn":
         model = plain_cnn(input_shape=input_shape, **kwargs)
     else:
@@ -95,11 +103,13 @@ def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
 
 
 def pyramid_features(backbone, inputs):
-    """Calls `backbone` on `inputs` and returns its pyramid dict, checking the contract."""
+    """Calls `backbone` (after `pyramid_backbone`) on `inputs` and returns its pyramid dict,
+    checking the contract."""
     features = backbone(inputs)
     if not isinstance(features, dict) or not features:
         raise TypeError(
-            "A kcnn backbone must return a dict of feature maps keyed 'P<k>'. "
+            "A kcnn backbone must return a dict of feature maps keyed 'P<k>' (a functional "
+            "model or keras-hub Backbone is adapted by `kcnn.backbones.pyramid_backbone`). "
             f"Received an output of type {type(features).__name__} from '{backbone.name}'."
         )
     for key in features:

@@ -158,6 +158,75 @@ def _csp_darknet(depths, filters):
     return build
 
 
+def _densenet(num_repeats):
+    """DenseNet-BC (Huang et al. 2017, arXiv:1608.06993), Table 1: growth rate 32,
+    compression 0.5."""
+
+    def build(input_shape, **overrides):
+        arguments = dict(
+            stackwise_num_repeats=list(num_repeats), growth_rate=32, compression_ratio=0.5
+        )
+        arguments.update(overrides)
+        return keras_hub.models.DenseNetBackbone(image_shape=tuple(input_shape), **arguments)
+
+    build.__doc__ = f"{_densenet.__doc__[:-1]} Blocks {list(num_repeats)}."
+    return build
+
+
+def _vgg16(input_shape, **overrides):
+    """VGG-16 (Simonyan & Zisserman 2015, arXiv:1409.1556), configuration D, without the
+    fully connected layers."""
+    arguments = dict(
+        stackwise_num_repeats=[2, 2, 3, 3, 3], stackwise_num_filters=[64, 128, 256, 512, 512]
+    )
+    arguments.update(overrides)
+    return keras_hub.models.VGGBackbone(image_shape=tuple(input_shape), **arguments)
+
+
+def _xception(input_shape, **overrides):
+    """Xception (Chollet 2017, arXiv:1610.02357), Figure 5: entry flow (two 3x3 convs, three
+    separable blocks with pooling), middle flow (8 blocks of 728), exit flow."""
+    arguments = dict(
+        stackwise_conv_filters=[
+            [32, 64],
+            [128, 128],
+            [256, 256],
+            [728, 728],
+            *([[728, 728, 728]] * 8),
+            [728, 1024],
+            [1536, 2048],
+        ],
+        stackwise_pooling=[False, True, True, True, *([False] * 8), True, False],
+    )
+    arguments.update(overrides)
+    return keras_hub.models.XceptionBackbone(image_shape=tuple(input_shape), **arguments)
+
+
+def _hgnetv2_b0(input_shape, **overrides):
+    """PP-HGNetV2-B0 (PaddleClas 2023; the backbone of RT-DETR, Zhao et al. 2024,
+    arXiv:2304.08069): stem 16-16, four stages of HG blocks (64, 256, 512, 1024 channels,
+    light blocks with 5x5 kernels in the last two), learnable affine blocks."""
+    arguments = dict(
+        depths=[1, 1, 2, 1],
+        embedding_size=16,
+        hidden_sizes=[64, 256, 512, 1024],
+        stem_channels=[3, 16, 16],
+        hidden_act="relu",
+        use_learnable_affine_block=True,
+        # (in, mid, out channels, blocks, layers per block, kernel size) per stage.
+        stackwise_stage_filters=[
+            (16, 16, 64, 1, 3, 3),
+            (64, 32, 256, 1, 3, 3),
+            (256, 64, 512, 2, 3, 5),
+            (512, 128, 1024, 1, 3, 5),
+        ],
+        apply_downsample=[False, True, True, True],
+        use_lightweight_conv_block=[False, False, True, True],
+    )
+    arguments.update(overrides)
+    return keras_hub.models.HGNetV2Backbone(image_shape=tuple(input_shape), **arguments)
+
+
 HUB_BUILDERS = {
     "resnet18": _resnet("basic_block", (2, 2, 2, 2)),
     "resnet34": _resnet("basic_block", (3, 4, 6, 3)),
@@ -171,4 +240,9 @@ HUB_BUILDERS = {
     "efficientnet_b2": _efficientnet(1.1, 1.2),
     "csp_darknet53": _csp_darknet((1, 2, 8, 8, 4), (64, 128, 256, 512, 1024)),
     "csp_darknet_tiny": _csp_darknet((1, 1, 1, 1, 1), (32, 64, 128, 256, 512)),
+    "densenet121": _densenet((6, 12, 24, 16)),
+    "densenet169": _densenet((6, 12, 32, 32)),
+    "vgg16": _vgg16,
+    "xception": _xception,
+    "hgnetv2_b0": _hgnetv2_b0,
 }

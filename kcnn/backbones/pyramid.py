@@ -48,7 +48,9 @@ def sorted_levels(pyramid):
 
 
 def _layer_outputs(model):
-    """Returns the single 4-D outputs of the layers of `model`, in topological order."""
+    """Returns the single 4-D outputs of the layers of `model`, in topological order, then
+    the model's own 4-D outputs (a layer returning several maps at once, as HGNetV2's
+    encoder does, is only reachable through them)."""
     outputs = []
     for layer in model.layers:
         if isinstance(layer, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)):
@@ -56,7 +58,15 @@ def _layer_outputs(model):
         output = layer.output
         if not isinstance(output, (list, tuple, dict)) and len(output.shape) == 4:
             outputs.append(output)
-    return outputs
+    own = [output for output in model.outputs if len(output.shape) == 4]
+    return outputs + sorted(own, key=lambda output: _graph_position(model, output))
+
+
+def _graph_position(model, tensor):
+    """(layer index, output index) of a symbolic tensor: topological order, also for the
+    outputs of a dict, which Keras flattens by key."""
+    operation, _, tensor_index = tensor._keras_history
+    return model.layers.index(operation), tensor_index
 
 
 def _measured_level(height, width, input_height, input_width):
@@ -164,3 +174,76 @@ def pyramid_model(
     wrapped = keras.Model(model.inputs[0], outputs, name=name or model.name)
     wrapped.pyramid_outputs = outputs
     return wrapped
+
+
+def _is_pyramid(output):
+    return (
+        isinstance(output, dict)
+        and bool(output)
+        and all(
+            isinstance(key, str) and key.startswith(LEVEL_PREFIX) and key[1:].isdigit()
+            for key in output
+        )
+    )
+
+
+def _unsized_twin(model):
+    """The same architecture with input size (None, None), built from `model`'s config, or
+    None when the config does not say the input size (then `model` itself is probed)."""
+    config = model.get_config()
+    channels = model.inputs[0].shape[-1]
+    keys = [key for key in ("image_shape", "input_shape") if key in config]
+    if not keys:
+        return None
+    for key in keys:
+        config[key] = (None, None, channels)
+    try:
+        twin = type(model).from_config(config)
+    except Exception:  # noqa: BLE001 - any failure means: probe the model itself
+        return None
+    if tuple(twin.inputs[0].shape[1:3]) != (None, None):
+        return None
+    return twin
+
+
+def pyramid_backbone(backbone, name=None):
+    """Returns `backbone` as a kcnn backbone, adapting it when it is not one already.
+
+    Every kcnn model that takes a backbone passes it through here, so it accepts:
+    - a kcnn backbone (`kcnn.backbones.build_backbone(...)`), or any Keras model whose
+      output is a dict of feature maps keyed `"P<k>"`: returned as it is;
+    - a keras-hub `Backbone` (e.g. from `keras_hub.models.Backbone.from_preset(folder)` or
+      built with its own arguments), or any functional image model: wrapped by
+      `pyramid_model`, which measures the stride of its feature maps (its
+      `pyramid_outputs` first) and keys them `"P<k>"`. A model with a fixed input size is
+      measured on a twin of unknown input size when its config allows, so small inputs
+      (a 1x1 map at 32x32) do not make strides ambiguous.
+
+    Args:
+        backbone: a `keras.Model`, as above.
+        name: str. Name of an adapted model. Defaults to `backbone.name`.
+
+    Returns:
+        A `keras.Model` whose output is a dict keyed `"P<k>"`, sharing `backbone`'s layers
+        and weights.
+
+    Raises:
+        TypeError: if `backbone` is not a `keras.Model`.
+        ValueError: if it has several inputs or no feature map with a stride of 1 to 32.
+    """
+    if not isinstance(backbone, keras.Model):
+        raise TypeError(
+            "`backbone` must be a keras.Model: a kcnn backbone, a keras-hub Backbone or a "
+            f"model returning a dict of 'P<k>' feature maps. Received: {type(backbone).__name__}"
+        )
+    try:
+        output = backbone.output
+    except (AttributeError, ValueError):
+        return backbone  # not functional: its output is checked when it is called
+    if _is_pyramid(output):
+        return backbone
+    reference = None
+    if backbone.inputs and len(backbone.inputs) == 1:
+        if any(size is not None for size in backbone.inputs[0].shape[1:3]):
+            reference = _unsized_twin(backbone)
+    return pyramid_model(backbone, name=name, reference=reference)

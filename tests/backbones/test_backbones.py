@@ -7,11 +7,14 @@ from kcnn.backbones import (
     build_backbone,
     level_stride,
     plain_cnn,
+    pyramid_backbone,
     pyramid_model,
     sorted_levels,
 )
 from kcnn.backbones.hub import HUB_BUILDERS
 from kcnn.tasks import build_classifier
+
+from .tiny import ONE_PER_FAMILY, TINY
 
 SIZE = 64
 
@@ -23,6 +26,9 @@ def _shapes(backbone, size=SIZE, channels=3):
 
 # "valid" stems (CSPDarkNet) make a map one pixel smaller than size / stride; nothing else may.
 SLACK = {"csp_darknet53": 1, "csp_darknet_tiny": 1}
+# The finest level each family gives: VGG's first block runs at full resolution, HGNetV2's
+# stem (stride 4) is one layer, so its stride-2 map is inside it.
+FINEST = {"vgg16": "P0", "hgnetv2_b0": "P2"}
 
 
 @pytest.mark.parametrize(
@@ -34,12 +40,16 @@ SLACK = {"csp_darknet53": 1, "csp_darknet_tiny": 1}
         "mobilenetv3_large",
         "efficientnet_b0",
         "csp_darknet_tiny",
+        "densenet121",
+        "vgg16",
+        "hgnetv2_b0",
     ],
 )
 def test_hub_backbone_levels_have_the_stride_of_their_key(name):
     backbone = build_backbone(name)
     shapes = _shapes(backbone)
-    assert sorted_levels(shapes) == ["P1", "P2", "P3", "P4", "P5"]
+    finest = int(FINEST.get(name, "P1")[1:])
+    assert sorted_levels(shapes) == [f"P{k}" for k in range(finest, 6)]
     for key, (height, width) in shapes.items():
         expected = SIZE / level_stride(key)
         assert abs(height - expected) <= SLACK.get(name, 0), (key, height)
@@ -94,12 +104,16 @@ def test_weights_load_from_a_local_file(tmp_path, name):
         np.testing.assert_array_equal(restored(image)[level], value)
 
 
-def test_weights_load_from_a_local_keras_hub_preset_folder(tmp_path):
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_weights_load_from_a_local_keras_hub_preset_folder(tmp_path, name):
+    # A fixed input size: the levels are measured on a twin of unknown size.
     image = np.random.default_rng(0).random((1, SIZE, SIZE, 3), dtype=np.float32)
-    raw = HUB_BUILDERS["resnet18"]((None, None, 3))
+    raw = HUB_BUILDERS[name]((SIZE, SIZE, 3), **TINY[name])
     raw.save_to_preset(str(tmp_path / "preset"))
-    restored = build_backbone("resnet18", weights=tmp_path / "preset")
-    expected = pyramid_model(raw)(image)
+    restored = build_backbone(name, weights=tmp_path / "preset")
+    expected = pyramid_model(raw, reference=HUB_BUILDERS[name]((None, None, 3), **TINY[name]))
+    expected = expected(image)
+    assert sorted_levels(restored.output) == sorted_levels(expected)
     for level, value in restored(image).items():
         np.testing.assert_allclose(value, expected[level], atol=1e-6)
 
@@ -138,3 +152,53 @@ def test_classifier_rejects_bad_arguments():
         build_classifier(backbone, num_classes=1)
     with pytest.raises(ValueError, match=r"`level` must be one of .*'P0', 'P1'.*level='P4'"):
         build_classifier(backbone, num_classes=3, level="P4")
+
+
+def test_new_families_match_the_published_parameter_counts():
+    # Without classifier top: keras.applications' VGG16 (14,714,688) and Xception
+    # (20,861,480); DenseNet-121 is keras.applications' 7,037,504 less the final batch norm
+    # (4 x 1024), which follows the last level; the pyramid ends at P5.
+    counts = {"vgg16": 14_714_688, "xception": 20_861_480, "densenet121": 7_033_408}
+    for name, expected in counts.items():
+        assert build_backbone(name).count_params() == expected, name
+    # HGNetV2-B0's stages end at 64, 256, 512 and 1024 channels (PaddleClas B0).
+    channels = {key: value.shape[-1] for key, value in build_backbone("hgnetv2_b0").output.items()}
+    assert channels == {"P2": 64, "P3": 256, "P4": 512, "P5": 1024}
+
+
+def _raw_resnet(image_shape):
+    import keras_hub
+
+    return keras_hub.models.ResNetBackbone(
+        image_shape=image_shape,
+        block_type="basic_block",
+        use_pre_activation=False,
+        **TINY["resnet18"],
+        stackwise_num_strides=[1, 2, 2, 2],
+        input_conv_kernel_sizes=[7],
+    )
+
+
+@pytest.mark.parametrize("image_shape", [(16, 16, 3), (None, None, 3)])
+def test_pyramid_backbone_adapts_a_keras_hub_instance_and_keeps_a_kcnn_one(image_shape):
+    raw = _raw_resnet(image_shape)
+    adapted = pyramid_backbone(raw)
+    # Same layers and weights, keyed by measured stride. At 16x16 both P4 and P5 are 1x1
+    # maps; probing the model itself would call the P5 map P4 and drop P5, so a fixed-size
+    # instance is measured on a twin of unknown input size built from its config.
+    assert sorted_levels(adapted.output) == ["P1", "P2", "P3", "P4", "P5"]
+    assert adapted.count_params() == raw.count_params()
+    image = np.random.default_rng(0).random((1, 16, 16, 3), dtype=np.float32)
+    features = adapted(image)
+    for key, value in features.items():
+        assert value.shape[1] == -(-16 // level_stride(key))  # "same" padding: ceil
+    np.testing.assert_allclose(features["P5"], raw(image), atol=1e-6)
+    assert not np.allclose(features["P4"], features["P5"])
+    assert build_classifier(raw, num_classes=3)(image).shape == (1, 3)
+    if image_shape[0] is not None:
+        assert "P5" not in pyramid_model(raw).output  # what the twin prevents
+    assert pyramid_backbone(adapted) is adapted
+    kcnn_backbone = build_backbone("plain_cnn", filters=(4, 8))
+    assert pyramid_backbone(kcnn_backbone) is kcnn_backbone
+    with pytest.raises(TypeError, match="`backbone` must be a keras.Model.*Received: str"):
+        pyramid_backbone("resnet18")
