@@ -5,10 +5,11 @@ import math
 import keras
 
 from kcnn._serialization import register
-from kcnn.backbones import level_stride, pyramid_features, sorted_levels
+from kcnn.backbones import level_stride, pyramid_backbone, pyramid_features, sorted_levels
 from kcnn.detection.decode import DetectionDecoder
 from kcnn.detection.losses import DetectionLoss
 from kcnn.layers import DeformableConv2D
+from kcnn.models._blocks import match_size
 from kcnn.models._task_model import TaskModel
 from kcnn.models.registry import register_model
 
@@ -135,7 +136,10 @@ class Detector(DetectionModel):
 
     Args:
         backbone: a kcnn backbone (`kcnn.backbones.build_backbone(...)`) with a fixed or
-            free input size.
+            free input size, or a keras-hub `Backbone` or other functional image model
+            (adapted by `kcnn.backbones.pyramid_backbone`). A level a pixel off its grid
+            (a "valid"-padded stem) is cropped or padded to `size // stride`, the grid of
+            the anchor points.
         num_classes: positive int. Object classes (no background class).
         levels: sequence of pyramid keys the detector predicts on, e.g. `("P3", "P4",
             "P5")` (strides 8, 16, 32); all must be in the backbone's pyramid. Defaults to
@@ -188,6 +192,7 @@ class Detector(DetectionModel):
         name="detector",
         **kwargs,
     ):
+        backbone = pyramid_backbone(backbone)
         # === Layers and functional graph ===
         inputs, outputs = _detector_graph(
             backbone, num_classes, levels, neck_filters, head_filters, head_convs, deformable
@@ -246,8 +251,12 @@ def _detector_graph(
                 f"{coarsest}. Received: input_shape={image_shape}"
             )
 
+    on_grid = {
+        level: match_size(features[level], inputs, f"neck_{level}_grid", level_stride(level))
+        for level in levels
+    }
     laterals = [
-        _conv_bn_silu(features[level], neck_filters, f"neck_{level}_lateral", kernel_size=1)
+        _conv_bn_silu(on_grid[level], neck_filters, f"neck_{level}_lateral", kernel_size=1)
         for level in levels
     ]
     top_down = [laterals[-1]]

@@ -26,7 +26,7 @@ import numpy as np
 
 from kcnn._serialization import register
 from kcnn._validation import check_positive_int
-from kcnn.backbones import level_stride, pyramid_features, sorted_levels
+from kcnn.backbones import level_stride, pyramid_backbone, pyramid_features, sorted_levels
 from kcnn.detection.anchor_boxes import (
     RetinaNetDecoder,
     RetinaNetLoss,
@@ -34,6 +34,7 @@ from kcnn.detection.anchor_boxes import (
     _anchors,
 )
 from kcnn.detection.detector import PRIOR_PROBABILITY, DetectionModel
+from kcnn.models._blocks import match_size
 from kcnn.models.registry import register_model
 
 OBJECT_DETECTOR_NAME = "retinanet_object_detector"
@@ -54,11 +55,16 @@ def _levels_to_range(levels):
 class PyramidEncoder(keras_hub.models.FeaturePyramidBackbone):
     """A kcnn backbone as a keras-hub `FeaturePyramidBackbone`: its `pyramid_outputs` (the
     kcnn backbone's dict output) survive saving, which keras-hub's RetinaNet needs to
-    rebuild itself from a `.keras` file."""
+    rebuild itself from a `.keras` file. A level a pixel off the `size // stride` grid (a
+    "valid"-padded stem) is cropped or padded onto it, where the FPN and the anchors
+    expect it."""
 
     def __init__(self, encoder, **kwargs):
         inputs = keras.Input(shape=encoder.input_shape[1:], name="image")
-        features = pyramid_features(encoder, inputs)
+        features = {
+            level: match_size(value, inputs, f"{level}_grid", level_stride(level))
+            for level, value in pyramid_features(encoder, inputs).items()
+        }
         super().__init__(inputs=inputs, outputs=features, **kwargs)
         self.encoder = encoder
         self.pyramid_outputs = features
@@ -121,7 +127,8 @@ class RetinaNet(DetectionModel):
 
     Args:
         backbone: a kcnn backbone (`pyramid_outputs` with the chosen levels) with a fixed
-            input size.
+            input size, or a keras-hub `Backbone` or other functional image model (adapted
+            by `kcnn.backbones.pyramid_backbone`).
         num_classes: int. Number of classes (no background class).
         levels: consecutive pyramid levels. Defaults to `("P3", "P4", "P5")`.
         head_convs: int >= 0. 3x3 convs (256 channels, keras-hub's fixed width) before
@@ -166,6 +173,7 @@ class RetinaNet(DetectionModel):
         name="retinanet",
         **kwargs,
     ):
+        backbone = pyramid_backbone(backbone)
         # === Layers and functional graph ===
         inputs, outputs, detector = _retinanet_graph(
             backbone, num_classes, levels, head_convs, anchor_size, num_scales, aspect_ratios

@@ -3,6 +3,7 @@
 import keras
 
 from kcnn._serialization import register
+from kcnn._validation import check_positive_int
 from kcnn.layers import DepthwiseSeparableConv2D
 
 
@@ -27,22 +28,34 @@ def softmax_head(x, num_classes, name="predictions"):
 
 @register
 class MatchSpatialSize(keras.layers.Layer):
-    """Crops or zero-pads `x` (bottom / right) to the height and width of `reference`.
+    """Crops or zero-pads `x` (bottom / right) to the height and width of `reference`
+    divided by `stride`.
 
     FCN (Long et al. 2015) crops upsampled score maps to the skip layer they are fused with;
-    this does that for any input size, also when sizes are only known at run time.
+    this does that for any input size, also when sizes are only known at run time. Decoders
+    use it wherever a level is not exactly half the next finer one (odd input sizes, the
+    "valid"-padded stems of CSPDarkNet and Xception); detectors use `stride` to bring a
+    backbone level to the `size // stride` grid their anchors are laid on.
+
+    Args:
+        stride: positive int. The output has `reference`'s size floor-divided by it.
+            Defaults to 1.
 
     Input shape:
         A list `[x, reference]` of 4D tensors.
 
     Output shape:
-        `x`'s batch and channels with `reference`'s height and width.
+        `x`'s batch and channels with `reference`'s height and width (divided by `stride`).
     """
+
+    def __init__(self, stride=1, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = check_positive_int(stride, "stride")
 
     def call(self, inputs):
         x, reference = inputs
-        height = keras.ops.shape(reference)[1]
-        width = keras.ops.shape(reference)[2]
+        height = keras.ops.shape(reference)[1] // self.stride
+        width = keras.ops.shape(reference)[2] // self.stride
         pad_height = keras.ops.maximum(height - keras.ops.shape(x)[1], 0)
         pad_width = keras.ops.maximum(width - keras.ops.shape(x)[2], 0)
         x = keras.ops.pad(x, [[0, 0], [0, pad_height], [0, pad_width], [0, 0]])
@@ -50,4 +63,17 @@ class MatchSpatialSize(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         x_shape, reference_shape = input_shape
-        return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
+        size = [None if side is None else side // self.stride for side in reference_shape[1:3]]
+        return (x_shape[0], *size, x_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride}
+
+
+def match_size(x, reference, name, stride=1):
+    """`x` cropped or padded to `reference`'s height and width // `stride`; `x` itself when
+    both sizes are known and already equal (no layer is added)."""
+    target = [None if side is None else side // stride for side in reference.shape[1:3]]
+    if None not in target and list(x.shape[1:3]) == target:
+        return x
+    return MatchSpatialSize(stride, name=name)([x, reference])

@@ -2,7 +2,7 @@
 
 import keras
 
-from kcnn.backbones import pyramid_features, sorted_levels
+from kcnn.backbones import pyramid_backbone, pyramid_features, sorted_levels
 from kcnn.models.registry import register_model
 
 
@@ -18,7 +18,9 @@ def build_classifier(
     accepts. The softmax is computed in float32 so mixed precision stays stable.
 
     Args:
-        backbone: a kcnn backbone (see `kcnn.backbones.build_backbone`).
+        backbone: a kcnn backbone (see `kcnn.backbones.build_backbone`), or a keras-hub
+            `Backbone` or other functional image model (adapted by
+            `kcnn.backbones.pyramid_backbone`).
         num_classes: int >= 2. Number of classes.
         dropout: float in [0, 1). Dropout rate before the dense layer. Defaults to 0.
         level: str or None. Pyramid key to classify from, e.g. `"P3"`. Defaults to the
@@ -46,6 +48,7 @@ def build_classifier(
         raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+    backbone = pyramid_backbone(backbone)
     # --- layers and functional graph ---
     inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
     features = pyramid_features(backbone, inputs)

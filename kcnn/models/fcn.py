@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from kcnn._serialization import register
-from kcnn.backbones import level_stride, pyramid_features, sorted_levels
+from kcnn.backbones import level_stride, pyramid_backbone, pyramid_features, sorted_levels
 from kcnn.models._blocks import MatchSpatialSize
 from kcnn.models._task_model import TaskModel
 from kcnn.models.registry import register_model
@@ -23,7 +23,8 @@ class FCN(TaskModel):
     maps are cropped (or padded) to the map they are fused with and to the input.
 
     Args:
-        backbone: a kcnn backbone.
+        backbone: a kcnn backbone, or a keras-hub `Backbone` or other functional image
+            model (adapted by `kcnn.backbones.pyramid_backbone`).
         num_classes: int >= 2.
         skip_levels: int >= 0. How many finer levels are fused. Defaults to 2 (FCN-8s).
         head_filters: int or None. Filters of a 3x3 conv + ReLU before the first scores (the
@@ -67,6 +68,7 @@ class FCN(TaskModel):
         **kwargs,
     ):
         del input_shape
+        backbone = pyramid_backbone(backbone)
         # === Layers and functional graph ===
         inputs, outputs = _fcn_graph(backbone, num_classes, skip_levels, head_filters)
         super().__init__(inputs, outputs, name=name, **kwargs)

@@ -3,8 +3,8 @@
 import keras
 
 from kcnn._serialization import register
-from kcnn.backbones import level_stride, pyramid_features, sorted_levels
-from kcnn.models._blocks import conv_block, softmax_head
+from kcnn.backbones import level_stride, pyramid_backbone, pyramid_features, sorted_levels
+from kcnn.models._blocks import conv_block, match_size, softmax_head
 from kcnn.models._task_model import TaskModel
 from kcnn.models.registry import register_model
 
@@ -29,12 +29,16 @@ class UNet(TaskModel):
     stride ratio, concatenates the next finer level (the skip connection) and runs
     `convs_per_block` 3x3 conv + BN + ReLU; when the finest level is coarser than the input
     (keras-hub backbones start at P1), further blocks without skips restore full resolution.
-    A 1x1 conv and a softmax give per-pixel class probabilities.
+    A 1x1 conv and a softmax give per-pixel class probabilities. Where an upsampled map is
+    not the size of its skip (odd input sizes, "valid"-padded stems such as CSPDarkNet's),
+    it is cropped or zero-padded to the skip's size, as the paper crops the skip to the
+    upsampled map; the output always has the input's size.
 
     Args:
         backbone: a kcnn backbone (`kcnn.backbones.build_backbone(...)`): any of them,
             e.g. `plain_cnn` for the original U-Net or a keras-hub ResNet / MobileNetV3 /
-            EfficientNet.
+            EfficientNet; or a keras-hub `Backbone` or other functional image model,
+            adapted by `kcnn.backbones.pyramid_backbone`.
         num_classes: int >= 2. Classes including background.
         decoder_filters: sequence of ints, filters of the decoder blocks from coarse to fine;
             the last value is reused if there are more blocks. Defaults to
@@ -56,8 +60,7 @@ class UNet(TaskModel):
         Per-pixel class probabilities `(B, H, W, num_classes)`, float32.
 
     Raises:
-        ValueError: for a bad argument, or a fixed input size not divisible by the
-            backbone's total stride (the message names both).
+        ValueError: for a bad argument (the message names it).
 
     Example:
     >>> from kcnn.backbones import build_backbone
@@ -88,6 +91,7 @@ class UNet(TaskModel):
         **kwargs,
     ):
         del input_shape
+        backbone = pyramid_backbone(backbone)
         # === Layers and functional graph ===
         inputs, outputs = _unet_graph(
             backbone, num_classes, decoder_filters, upsampling, separable, convs_per_block
@@ -119,13 +123,6 @@ def _unet_graph(backbone, num_classes, decoder_filters, upsampling, separable, c
     inputs = keras.Input(shape=image_shape, name="image")
     features = pyramid_features(backbone, inputs)
     levels = sorted_levels(features)
-    total_stride = level_stride(levels[-1])
-    for axis, size in zip(("height", "width"), image_shape[:2], strict=True):
-        if size is not None and size % total_stride:
-            raise ValueError(
-                f"U-Net on '{backbone.name}' needs an input {axis} divisible by the total "
-                f"stride {total_stride}. Received: input_shape={image_shape}"
-            )
 
     def filters_at(block):
         return decoder_filters[min(block, len(decoder_filters) - 1)]
@@ -136,6 +133,7 @@ def _unet_graph(backbone, num_classes, decoder_filters, upsampling, separable, c
         factor = level_stride(coarse) // level_stride(fine)
         prefix = f"decoder{block}"
         x = _upsample(x, filters_at(block), factor, upsampling, prefix)
+        x = match_size(x, features[fine], name=f"{prefix}_match")
         x = keras.layers.Concatenate(name=f"{prefix}_skip")([x, features[fine]])
         x = conv_block(x, filters_at(block), convs_per_block, separable, prefix)
         block += 1
@@ -146,5 +144,6 @@ def _unet_graph(backbone, num_classes, decoder_filters, upsampling, separable, c
         x = conv_block(x, filters_at(block), convs_per_block, separable, prefix)
         remaining //= 2
         block += 1
+    x = match_size(x, inputs, name="match_input")
     outputs = softmax_head(x, num_classes)
     return inputs, outputs

@@ -1,13 +1,16 @@
 import math
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 
 import kcnn  # noqa: F401  (registers the kcnn layers, as a user's import would)
 from kcnn.backbones import build_backbone
-from kcnn.detection import DetectionLoss, Detector, anchor_points, decode_distances
+from kcnn.detection import DetectionLoss, Detector, RetinaNet, anchor_points, decode_distances
 from kcnn.layers import DeformableConv2D
+
+from ..backbones.tiny import TINY as TINY_BACKBONES
 
 SIZE = 64
 TINY = dict(neck_filters=8, head_filters=8)
@@ -194,3 +197,37 @@ def test_one_step_under_mirrored_strategy_matches_one_device():
         loss="DetectionLoss(2, 64, strides=(2, 4, 8))",
         atol=2e-5,
     )
+
+
+def test_detectors_take_a_keras_hub_backbone_as_it_is():
+    raw = keras_hub.models.ResNetBackbone(
+        image_shape=(SIZE, SIZE, 3),
+        block_type="basic_block",
+        use_pre_activation=False,
+        stackwise_num_strides=[1, 2, 2, 2],
+        input_conv_kernel_sizes=[7],
+        **TINY_BACKBONES["resnet18"],
+    )
+    cells = sum((SIZE // stride) ** 2 for stride in (8, 16, 32))
+    detector = Detector(raw, num_classes=2, **TINY)
+    assert detector.strides == (8, 16, 32)
+    assert detector(images(1)).shape == (1, cells, 6)
+    retinanet = RetinaNet(raw, num_classes=2, head_convs=0)
+    assert retinanet(images(1)).shape == (1, 9 * cells, 6)
+
+
+def test_neck_puts_a_level_a_pixel_off_its_grid_back_on_it():
+    # CSPDarkNet's stride-2 map is 31x31 at 64x64; the anchor points of P1 are a 32x32 grid.
+    backbone = build_backbone(
+        "csp_darknet_tiny", (SIZE, SIZE, 3), **TINY_BACKBONES["csp_darknet_tiny"]
+    )
+    assert backbone.output["P1"].shape[1] == SIZE // 2 - 1
+    model = Detector(backbone, num_classes=2, levels=("P1", "P2", "P3"), **TINY)
+    points, _ = anchor_points(SIZE, model.strides)
+    assert model(images(1)).shape == (1, len(points), 6) == (1, 32**2 + 16**2 + 8**2, 6)
+    # The padded row and column are zeros before the lateral conv: the grid layer pads the
+    # backbone map at the bottom and right and keeps the rest.
+    grid = keras.Model(model.inputs, model.get_layer("neck_P1_grid").output)
+    on_grid, raw = np.asarray(grid(images(1))), np.asarray(backbone(images(1))["P1"])
+    np.testing.assert_array_equal(on_grid[:, :31, :31], raw)
+    assert not on_grid[:, 31].any() and not on_grid[:, :, 31].any()

@@ -1,4 +1,5 @@
 import keras
+import keras_hub
 import numpy as np
 import pytest
 
@@ -8,6 +9,7 @@ from kcnn.backbones import build_backbone
 from kcnn.models import FCN, MODELS, SegNet, UNet, model_names
 from kcnn.models.fcn import BilinearUpsamplingInitializer
 
+from ..backbones.tiny import TINY
 from ..layers import citizenship
 
 
@@ -43,12 +45,62 @@ def test_unet_fits_keras_hub_backbones(name):
     np.testing.assert_allclose(np.sum(output, axis=-1), 1.0, rtol=1e-5)
 
 
-def test_unet_rejects_sizes_the_stride_does_not_divide():
-    backbone = build_backbone("plain_cnn", input_shape=(30, 32, 3), filters=(4, 8, 16))
-    with pytest.raises(ValueError, match="input height divisible by the total stride 4"):
-        UNet(backbone, num_classes=3)
+@pytest.mark.parametrize("size", [64, 96])
+def test_unet_on_csp_darknet_whose_stride_2_level_is_a_pixel_short(size):
+    # CSPDarkNet's "valid" stem makes P1 size / 2 - 1 (31 at 64); the decoder pads the
+    # upsampled P2 to it, and the output has the input's size.
+    backbone = build_backbone("csp_darknet_tiny", input_shape=(size, size, 3))
+    assert backbone.output["P1"].shape[1] == size // 2 - 1
+    model = UNet(backbone, num_classes=3, decoder_filters=(8,))
+    output = model(images((1, size, size, 3)))
+    assert output.shape == (1, size, size, 3)
+    np.testing.assert_allclose(np.sum(output, axis=-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(30, 22), (33, 17)])
+@pytest.mark.parametrize("upsampling", ["transpose", "bilinear"])
+def test_unet_at_sizes_the_stride_does_not_divide(shape, upsampling):
+    # plain_cnn's 2x2 pooling floors odd sizes (33 -> 16 -> 8), "same"-padded keras-hub
+    # stems ceil them (17 -> 9 -> 5 ...); each upsampled map is cropped or padded to its
+    # skip and the output to the input.
+    for backbone in (
+        build_backbone("plain_cnn", input_shape=(*shape, 3), filters=(4, 8, 16)),
+        build_backbone("resnet18", input_shape=(*shape, 3), **TINY["resnet18"]),
+    ):
+        model = UNet(backbone, num_classes=3, decoder_filters=(8, 4), upsampling=upsampling)
+        assert model(images((1, *shape, 3))).shape == (1, *shape, 3)
+    free = UNet(build_backbone("plain_cnn", filters=(4, 8, 16)), 3, decoder_filters=(4,))
+    assert free(images((1, *shape, 3))).shape == (1, *shape, 3)
     with pytest.raises(ValueError, match="`upsampling` must be one of"):
         tiny_unet(upsampling="nearest")
+
+
+def _raw_keras_hub_resnet(size):
+    return keras_hub.models.ResNetBackbone(
+        image_shape=(size, size, 3),
+        block_type="basic_block",
+        use_pre_activation=False,
+        stackwise_num_strides=[1, 2, 2, 2],
+        input_conv_kernel_sizes=[7],
+        **TINY["resnet18"],
+    )
+
+
+def test_segmentation_models_take_a_keras_hub_backbone_as_it_is(tmp_path):
+    # What a user has after keras_hub.models.Backbone.from_preset(folder): no kcnn wrapper.
+    raw = _raw_keras_hub_resnet(64)
+    image = images((1, 64, 64, 3))
+    for model in (UNet(raw, num_classes=3, decoder_filters=(8,)), FCN(raw, num_classes=3)):
+        assert model.backbone.output.keys() == {"P1", "P2", "P3", "P4", "P5"}
+        # The backbone's own layers (and weights) are the model's encoder.
+        assert raw.get_layer("conv1_conv") in model.backbone.layers
+        expected = np.asarray(model(image))
+        assert expected.shape == (1, 64, 64, 3)
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        restored = keras.saving.load_model(path)
+        assert type(restored) is type(model)
+        np.testing.assert_allclose(restored(image), expected, atol=1e-6)
 
 
 def test_separable_decoder_saves_parameters_and_macs():
