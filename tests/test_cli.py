@@ -38,6 +38,27 @@ def test_analyze_prints_totals_equal_to_keras_count(capsys):
     assert f"{expected:,}" in table or str(expected) in table
 
 
+@pytest.mark.parametrize("backbone", ["mobilenetv3_small", "hgnetv2_b0"])
+def test_analyze_walks_keras_hub_blocks_without_a_graph(backbone, tmp_path, capsys):
+    # keras-hub's MobileNet and HGNetV2 blocks are subclassed layers: their convs are rows
+    # of the table ("backbone/block/conv"), so MACs are counted; the total equals Keras's.
+    from kcnn.training import load_config
+    from kcnn.training.trainer import build_model
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"name: digits\ntask: classification\ndata: {{name: digits}}\n"
+        f"model: {{backbone: {backbone}}}\n"
+    )
+    assert main(["analyze", str(config)]) == 0
+    table = capsys.readouterr().out
+    expected = build_model(load_config(config), (8, 8, 1), 10).count_params()
+    assert f"{expected:,}" in table
+    rows = [row.split() for row in table.splitlines() if row.strip()]
+    # backbone/block/conv rows with their MACs.
+    assert any(row[0].count("/") == 2 and row[1] == "Conv2D" and row[-3] != "0" for row in rows)
+
+
 def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "kcnn train: error: Config file not found" in capsys.readouterr().err

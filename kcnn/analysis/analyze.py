@@ -197,6 +197,8 @@ class _Walker:
             return output_specs, output_fields
 
         output_specs = self.output_specs(node, specs, input_specs)
+        if analyzer is None and _sub_layers(operation) and _concrete(input_specs):
+            return self.visit_block(node, name, input_specs, output_specs)
         input_shapes = [tuple(spec.shape) for spec in input_specs]
         output_shapes = [tuple(spec.shape) for spec in output_specs]
         params = self.claim_params(operation)
@@ -227,6 +229,44 @@ class _Walker:
         self.add_record(name, operation, output_specs, params, macs, field)
         return output_specs, [field] * len(output_specs)
 
+    def visit_block(self, node, name, input_specs, output_specs):
+        """A subclassed layer with sub-layers (keras-hub's MobileNet and HGNetV2 blocks): it
+        has no graph to walk, so it is run once on zeros while every call of a sub-layer
+        with a rule (or with no sub-layers of its own) is recorded, in call order, as
+        `"block/sub_layer"`. Parameters and MACs are exact; which call feeds which is not
+        known, so receptive field and jump are None from the block on (and the block is
+        listed in `unknown_layers`)."""
+        operation = node.operation
+        leaves = {
+            id(layer)
+            for layer in _sub_layers(operation)
+            if find_analyzer(layer) is not None or not _sub_layers(layer)
+        }
+        calls = []
+        values = {
+            id(ref): keras.ops.zeros((1, *spec.shape[1:]), dtype=spec.dtype)
+            for ref, spec in zip(node.input_tensors, input_specs, strict=True)
+        }
+        args, kwargs = node.arguments.fill_in(values)
+        with _recording_calls(leaves, calls):
+            operation(*args, **kwargs)
+        field = unknown_field(self.num_axes)
+        for layer, inputs, outputs in calls:
+            input_shapes = [_batchless(value.shape) for value in inputs]
+            output_shapes = [_batchless(value.shape) for value in outputs]
+            analyzer = find_analyzer(layer)
+            macs = 0
+            if analyzer is not None:
+                macs, _ = self.run_analyzer(analyzer, layer, input_shapes, output_shapes)
+            elif layer.weights:
+                self.unknown_layers.append(f"{name}/{layer.name}")
+            leaf_specs = [keras.KerasTensor(shape) for shape in output_shapes]
+            leaf_name = self.record_name(name + "/", layer)
+            self.add_record(leaf_name, layer, leaf_specs, self.claim_params(layer), macs, field)
+        self.unknown_layers.append(name)
+        self.add_record(name, operation, output_specs, self.claim_params(operation), 0, field)
+        return output_specs, [field] * len(output_specs)
+
     @staticmethod
     def output_specs(node, specs, input_specs):
         """The node's output specs for the actual input shapes, which may be more concrete."""
@@ -254,6 +294,45 @@ class _Walker:
                 f"with macs a non-negative int. Received: {result!r}"
             )
         return int(result[0]), result[1]
+
+
+def _sub_layers(layer):
+    return layer._flatten_layers(include_self=False) if isinstance(layer, keras.Layer) else []
+
+
+def _concrete(specs):
+    return all(None not in tuple(spec.shape)[1:] for spec in specs)
+
+
+class _recording_calls:
+    """While active, appends `(layer, input tensors, output tensors)` to `calls` for every
+    call of a layer whose id is in `leaves`."""
+
+    def __init__(self, leaves, calls):
+        self.leaves, self.calls = leaves, calls
+
+    def __enter__(self):
+        self.original = keras.Layer.__call__
+        original, leaves, calls = self.original, self.leaves, self.calls
+
+        def recording_call(layer, *args, **kwargs):
+            outputs = original(layer, *args, **kwargs)
+            if id(layer) in leaves:
+                inputs = [
+                    value for value in keras.tree.flatten((args, kwargs)) if _is_tensor(value)
+                ]
+                calls.append((layer, inputs, keras.tree.flatten(outputs)))
+            return outputs
+
+        keras.Layer.__call__ = recording_call
+        return self
+
+    def __exit__(self, *exc_info):
+        keras.Layer.__call__ = self.original
+
+
+def _is_tensor(value):
+    return hasattr(value, "shape") and hasattr(value, "dtype") and len(value.shape) > 0
 
 
 def _input_specs(graph, input_shape):

@@ -10,6 +10,9 @@ from keras import layers
 # `keras.ops` operation classes are public only through this module.
 from keras.src.ops import numpy as numpy_ops
 
+# keras-hub exports no HGNetV2 layer; its affine block needs the rule below.
+from keras_hub.src.models.hgnetv2.hgnetv2_layers import HGNetV2LearnableAffineBlock
+
 from kcnn.analysis.geometry import LayerGeometry
 
 # Input pixels read per output pixel along one axis by each interpolation.
@@ -212,3 +215,8 @@ for _cls in (
     layers.Embedding,
 ):
     register_layer_analyzer(_cls, _free_analyzer)
+
+# keras-hub's HGNetV2 scales and shifts each map by two learned scalars after its
+# activations (PP-HGNetV2's learnable affine block): no MACs under the convention above.
+
+register_layer_analyzer(HGNetV2LearnableAffineBlock, _free_analyzer)

@@ -341,13 +341,20 @@ def conv_block_model():
     return keras.Model(inputs, x)
 
 
-def test_layer_with_sub_layers_and_no_rule_is_reported():
+def test_layer_with_sub_layers_and_no_rule_is_walked_by_its_calls_and_reported():
+    # Its sub-layer calls are recorded (params and MACs exact); which call feeds which is
+    # unknown, so the receptive field stops there and the block is reported.
     model = conv_block_model()
     analysis = analyze(model)
     records = by_name(analysis)
     assert analysis.unknown_layers == ["block"]
-    assert records["block"].params == 3 * 3 * 2 * 4 + 4
-    assert records["block"].macs == 0
+    inner = records[f"block/{model.get_layer('block').conv.name}"]
+    assert inner.params == 3 * 3 * 2 * 4 + 4
+    assert inner.macs == 8 * 8 * 3 * 3 * 2 * 4
+    assert inner.output_shape == (None, 8, 8, 4)
+    assert records["block"].params == 0 and records["block"].macs == 0
+    assert records["after"].receptive_field is None
+    assert records["after"].macs == 8 * 8 * 3 * 3 * 4 * 1
     assert analysis.total_params == model.count_params()
     assert "Not fully analysed" in analysis.to_table()
     assert "block" in analysis.to_table().splitlines()[-1]
@@ -464,3 +471,20 @@ def test_keras_hub_image_classifier():
     )
     assert analysis.total_macs == independent_conv_macs(backbone) + dense_macs
     assert analysis.unknown_layers == []
+
+
+@pytest.mark.parametrize(
+    "name, paper_macs, last_channels, head_channels",
+    [("mobilenetv3_large", 219e6, 960, 1280), ("mobilenetv3_small", 56e6, 576, 1024)],
+)
+def test_mobilenetv3_blocks_are_walked_and_macs_match_the_paper(
+    name, paper_macs, last_channels, head_channels
+):
+    # Howard et al. 2019 (arXiv:1905.02244), Table 3: multiply-adds of the whole network at
+    # 224x224. The backbone ends before the head: a 1x1 conv on the pooled map to 1280
+    # (1024) channels and the 1000-way classifier. keras-hub's blocks are subclassed layers.
+    from kcnn.backbones import build_backbone
+
+    analysis = analyze(build_backbone(name, (224, 224, 3)))
+    head = last_channels * head_channels + head_channels * 1000
+    assert abs(analysis.total_macs + head - paper_macs) / paper_macs < 0.02
