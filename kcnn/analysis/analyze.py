@@ -237,11 +237,7 @@ class _Walker:
         known, so receptive field and jump are None from the block on (and the block is
         listed in `unknown_layers`)."""
         operation = node.operation
-        leaves = {
-            id(layer)
-            for layer in _sub_layers(operation)
-            if find_analyzer(layer) is not None or not _sub_layers(layer)
-        }
+        leaves = {id(layer) for layer in _leaf_layers(operation)}
         calls = []
         values = {
             id(ref): keras.ops.zeros((1, *spec.shape[1:]), dtype=spec.dtype)
@@ -298,6 +294,18 @@ class _Walker:
 
 def _sub_layers(layer):
     return layer._flatten_layers(include_self=False) if isinstance(layer, keras.Layer) else []
+
+
+def _leaf_layers(layer):
+    """The sub-layers of `layer` that have a rule or no sub-layers of their own; a layer
+    with a rule is not descended into, so its inner convs are not counted twice."""
+    leaves = []
+    for child in layer._flatten_layers(include_self=False, recursive=False):
+        if find_analyzer(child) is not None or not _sub_layers(child):
+            leaves.append(child)
+        else:
+            leaves.extend(_leaf_layers(child))
+    return leaves
 
 
 def _concrete(specs):

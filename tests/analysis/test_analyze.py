@@ -488,3 +488,31 @@ def test_mobilenetv3_blocks_are_walked_and_macs_match_the_paper(
     analysis = analyze(build_backbone(name, (224, 224, 3)))
     head = last_channels * head_channels + head_channels * 1000
     assert abs(analysis.total_macs + head - paper_macs) / paper_macs < 0.02
+
+
+class SeparableBlock(layers.Layer):
+    """A block whose sub-layer has a rule of its own and sub-layers of its own."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        from kcnn.layers import DepthwiseSeparableConv2D
+
+        self.separable = DepthwiseSeparableConv2D(8, 3)
+
+    def call(self, inputs):
+        return self.separable(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 8)
+
+
+def test_a_sub_layer_with_a_rule_inside_a_block_is_counted_once():
+    from kcnn.layers import DepthwiseSeparableConv2D
+
+    inputs = keras.Input((8, 8, 4))
+    direct = analyze(keras.Model(inputs, DepthwiseSeparableConv2D(8, 3)(inputs)))
+    block = analyze(keras.Model(inputs, SeparableBlock(name="block")(inputs)))
+    # Depthwise 3x3 over 4 channels, then 1x1 from 4 to 8, at 8x8 positions.
+    assert direct.total_macs == 8 * 8 * (3 * 3 * 4 + 4 * 8)
+    assert block.total_macs == direct.total_macs
+    assert block.total_params == direct.total_params
