@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from kcnn.analysis import analyze
 from kcnn.backbones import BACKBONES, build_backbone
 from kcnn.detection import Detector, RetinaNet
 from kcnn.export import LiteRTRunner, export_tflite
@@ -120,3 +121,18 @@ def test_one_backbone_per_family_exports_to_tflite(backbone_name, tmp_path):
     images = _images(2, 64, seed=3)
     path = export_tflite(model, tmp_path / "model.tflite")
     np.testing.assert_allclose(LiteRTRunner(path)(images), model(images), atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone_name", BACKBONES)
+def test_analyze_walks_every_backbone(backbone_name):
+    # Nested keras-hub models layer by layer, subclassed blocks by their calls: the total
+    # is Keras's count and every convolution has its MACs.
+    backbone = build_backbone(backbone_name, (64, 64, 3), **TINY[backbone_name])
+    model = build_classifier(backbone, CLASSES)
+    analysis = analyze(model)
+    assert analysis.total_params == model.count_params()
+    # Every Conv2D of the model (each called once) is a row with its MACs.
+    layers = [layer for layer in model._flatten_layers() if type(layer) is keras.layers.Conv2D]
+    rows = [record for record in analysis.layers if record.class_name == "Conv2D"]
+    assert len(rows) == len(layers) > 0
+    assert all(record.macs > 0 for record in rows)
