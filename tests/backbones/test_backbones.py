@@ -24,8 +24,9 @@ def _shapes(backbone, size=SIZE, channels=3):
     return {key: tuple(value.shape[1:3]) for key, value in outputs.items()}
 
 
-# "valid" stems (CSPDarkNet) make a map one pixel smaller than size / stride; nothing else may.
-SLACK = {"csp_darknet53": 1, "csp_darknet_tiny": 1}
+# "valid" stems (CSPDarkNet, Xception) make a map one pixel smaller than size / stride;
+# nothing else may.
+SLACK = {"csp_darknet53": 1, "csp_darknet_tiny": 1, "xception": 1}
 # The finest level each family gives: VGG's first block runs at full resolution, HGNetV2's
 # stem (stride 4) is one layer, so its stride-2 map is inside it.
 FINEST = {"vgg16": "P0", "hgnetv2_b0": "P2"}
@@ -42,6 +43,7 @@ FINEST = {"vgg16": "P0", "hgnetv2_b0": "P2"}
         "csp_darknet_tiny",
         "densenet121",
         "vgg16",
+        "xception",
         "hgnetv2_b0",
     ],
 )
