@@ -218,5 +218,4 @@ for _cls in (
 
 # keras-hub's HGNetV2 scales and shifts each map by two learned scalars after its
 # activations (PP-HGNetV2's learnable affine block): no MACs under the convention above.
-
 register_layer_analyzer(HGNetV2LearnableAffineBlock, _free_analyzer)

@@ -29,13 +29,17 @@ def level_name(level):
     return f"{LEVEL_PREFIX}{level}"
 
 
+def _is_level_key(name):
+    return isinstance(name, str) and name.startswith(LEVEL_PREFIX) and name[1:].isdigit()
+
+
 def level_stride(name):
     """Returns the stride of a pyramid key, e.g. `level_stride("P3") == 8`.
 
     Raises:
         ValueError: if `name` is not of the form `"P<k>"`.
     """
-    if not (isinstance(name, str) and name.startswith(LEVEL_PREFIX) and name[1:].isdigit()):
+    if not _is_level_key(name):
         raise ValueError(
             f"A pyramid level key must look like 'P<k>' (stride 2**k). Received: {name!r}"
         )
@@ -177,14 +181,7 @@ def pyramid_model(
 
 
 def _is_pyramid(output):
-    return (
-        isinstance(output, dict)
-        and bool(output)
-        and all(
-            isinstance(key, str) and key.startswith(LEVEL_PREFIX) and key[1:].isdigit()
-            for key in output
-        )
-    )
+    return isinstance(output, dict) and bool(output) and all(map(_is_level_key, output))
 
 
 def _unsized_twin(model):
