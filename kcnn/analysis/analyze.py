@@ -40,7 +40,16 @@ Conventions:
     the model input size (`None` when that size is unknown) and `j` as `None`.
     Later layers keep this.
 
-  `LayerRecord.receptive_field` and `LayerRecord.jump` are a single number when
+  The **start** (the centre of the first output position's field, in input pixels;
+  pixel `i` is centred at `i`, so the input has start 0) moves as Araujo et al.'s
+  effective padding does: a sliding window with `p` pixels of padding before the
+  input gives `start_out = start_in + ((k - 1) * d / 2 - p) * j_in` (`p` = 0 for
+  "valid", TensorFlow's `floor(total / 2)` for "same", `(k - 1) * d` for "causal");
+  padding `p` pixels (`ZeroPadding`, `ops.pad`) gives `start_in - p * j_in` and
+  cropping `c` pixels `start_in + c * j_in`. Output position `n` is centred at
+  `start + n * jump`. It is unknown after transposed convolutions and upsampling.
+
+  `LayerRecord.receptive_field`, `LayerRecord.jump` and `LayerRecord.start` are a single number when
   all axes agree (the usual square case) and a tuple `(r_h, r_w)` otherwise.
   Receptive fields are not clipped to the input size: a field larger than the
   input is what the formula gives and what Araujo et al. report.
@@ -79,7 +88,7 @@ from keras.src.ops import nn as nn_ops
 from keras.src.ops import numpy as numpy_ops
 
 from kcnn.analysis.analyzers import find_analyzer, spatial_dims
-from kcnn.analysis.geometry import Field, LayerGeometry, apply_geometry, unknown_field
+from kcnn.analysis.geometry import LayerGeometry, apply_geometry, input_field, unknown_field
 from kcnn.analysis.records import LayerRecord, ModelAnalysis, report_value
 
 # `keras.ops` operations that multiply by tensors received as inputs; they have no
@@ -144,6 +153,7 @@ class _Walker:
                 macs=macs,
                 receptive_field=report_value(field.receptive_field),
                 jump=report_value(field.jump),
+                start=report_value(field.start),
             )
         )
 
@@ -441,7 +451,7 @@ def analyze(model, input_shape=None, data_format=None):
     input_fields = []
     for spec, ref in zip(input_specs, graph.inputs, strict=True):
         if len(spatial_dims(tuple(spec.shape), data_format)) == num_axes:
-            field = Field((1,) * num_axes, (1,) * num_axes)
+            field = input_field(num_axes)
         else:
             field = unknown_field(num_axes)
         input_fields.append(field)

@@ -86,6 +86,53 @@ def spatial_dims(shape, data_format):
     return channels_and_spatial(shape, data_format)[1]
 
 
+def _axes(value, num_axes):
+    return tuple(value) if isinstance(value, tuple | list) else (value,) * num_axes
+
+
+def padding_before(layer, input_shapes, output_shapes, kernel_size, strides=1, dilation_rate=1):
+    """Pixels a sliding-window layer pads before its input on each spatial axis.
+
+    `layer.padding` decides: `"valid"` pads nothing, `"causal"` pads `(k - 1) * d`, and
+    `"same"` pads TensorFlow's `floor(total / 2)` with
+    `total = max((out - 1) * s + (k - 1) * d + 1 - in, 0)`.
+
+    Returns:
+        A tuple with one int per spatial axis, or None when the padding is another kind or
+        a "same" padding meets an input of unknown size.
+    """
+    padding = str(getattr(layer, "padding", "valid")).lower()
+    data_format = getattr(layer, "data_format", None) or keras.config.image_data_format()
+    _, sizes_in = channels_and_spatial(input_shapes[0], data_format)
+    _, sizes_out = channels_and_spatial(output_shapes[0], data_format)
+    num_axes = len(sizes_in)
+    pads = []
+    for size_in, size_out, kernel, stride, dilation in zip(
+        sizes_in,
+        sizes_out,
+        _axes(kernel_size, num_axes),
+        _axes(strides, num_axes),
+        _axes(dilation_rate, num_axes),
+        strict=True,
+    ):
+        if padding == "valid":
+            pads.append(0)
+        elif padding == "causal":
+            pads.append((kernel - 1) * dilation)
+        elif padding == "same" and size_in is not None and size_out is not None:
+            total = max((size_out - 1) * stride + (kernel - 1) * dilation + 1 - size_in, 0)
+            pads.append(total // 2)
+        else:
+            return None
+    return tuple(pads)
+
+
+def _sliding(layer, input_shapes, output_shapes, kernel_size, strides=1, dilation_rate=1):
+    """`LayerGeometry.sliding` with the layer's own padding."""
+    pads = padding_before(layer, input_shapes, output_shapes, kernel_size, strides, dilation_rate)
+    return LayerGeometry.sliding(kernel_size, strides, dilation_rate, pads)
+
+
 def _positions(dims, layer, shape):
     if any(dim is None for dim in dims):
         raise ValueError(
@@ -101,7 +148,10 @@ def _conv_analyzer(layer, input_shapes, output_shapes):
     channels_out, out_spatial = channels_and_spatial(output_shapes[0], layer.data_format)
     positions = _positions(out_spatial, layer, output_shapes[0])
     macs = positions * math.prod(layer.kernel_size) * (channels_in // layer.groups) * channels_out
-    return macs, LayerGeometry.sliding(layer.kernel_size, layer.strides, layer.dilation_rate)
+    geometry = _sliding(
+        layer, input_shapes, output_shapes, layer.kernel_size, layer.strides, layer.dilation_rate
+    )
+    return macs, geometry
 
 
 def _depthwise_conv_analyzer(layer, input_shapes, output_shapes):
@@ -109,7 +159,10 @@ def _depthwise_conv_analyzer(layer, input_shapes, output_shapes):
     _, out_spatial = channels_and_spatial(output_shapes[0], layer.data_format)
     positions = _positions(out_spatial, layer, output_shapes[0])
     macs = positions * math.prod(layer.kernel_size) * channels_in * layer.depth_multiplier
-    return macs, LayerGeometry.sliding(layer.kernel_size, layer.strides, layer.dilation_rate)
+    geometry = _sliding(
+        layer, input_shapes, output_shapes, layer.kernel_size, layer.strides, layer.dilation_rate
+    )
+    return macs, geometry
 
 
 def _separable_conv_analyzer(layer, input_shapes, output_shapes):
@@ -121,7 +174,14 @@ def _separable_conv_analyzer(layer, input_shapes, output_shapes):
     pointwise = positions * depthwise_channels * channels_out
     return (
         depthwise + pointwise,
-        LayerGeometry.sliding(layer.kernel_size, layer.strides, layer.dilation_rate),
+        _sliding(
+            layer,
+            input_shapes,
+            output_shapes,
+            layer.kernel_size,
+            layer.strides,
+            layer.dilation_rate,
+        ),
     )
 
 
@@ -140,7 +200,7 @@ def _dense_analyzer(layer, input_shapes, output_shapes):
 
 
 def _pooling_analyzer(layer, input_shapes, output_shapes):
-    return 0, LayerGeometry.sliding(layer.pool_size, layer.strides)
+    return 0, _sliding(layer, input_shapes, output_shapes, layer.pool_size, layer.strides)
 
 
 def _upsampling_analyzer(layer, input_shapes, output_shapes):
@@ -163,6 +223,32 @@ def _reshape_analyzer(layer, input_shapes, output_shapes):
 
 def _free_analyzer(layer, input_shapes, output_shapes):
     return 0, LayerGeometry.identity()
+
+
+def _before(pairs):
+    """The "before" amount of each axis from Keras's `((before, after), ...)`, or from a
+    1-D layer's `(before, after)`."""
+    pairs = tuple(pairs)
+    if all(isinstance(pair, int) for pair in pairs):
+        return (pairs[0],)
+    return tuple(pair[0] for pair in pairs)
+
+
+def _padding_analyzer(layer, input_shapes, output_shapes):
+    return 0, LayerGeometry.identity(_before(layer.padding))
+
+
+def _cropping_analyzer(layer, input_shapes, output_shapes):
+    return 0, LayerGeometry.identity(tuple(-crop for crop in _before(layer.cropping)))
+
+
+def _pad_op_analyzer(operation, input_shapes, output_shapes):
+    pad_width = tuple(tuple(pair) for pair in operation.pad_width)
+    if len(pad_width) != len(input_shapes[0]):
+        return 0, LayerGeometry.identity(None)
+    data_format = keras.config.image_data_format()
+    spatial = pad_width[2:] if data_format == "channels_first" else pad_width[1:-1]
+    return 0, LayerGeometry.identity(tuple(pair[0] for pair in spatial))
 
 
 for _cls in (layers.Conv1D, layers.Conv2D, layers.Conv3D):
@@ -196,17 +282,16 @@ for _cls in (
     register_layer_analyzer(_cls, _whole_input_analyzer)
 register_layer_analyzer(layers.Dense, _dense_analyzer)
 register_layer_analyzer(layers.Reshape, _reshape_analyzer)
-# Padding and cropping move the window centres but change neither the receptive
-# field size nor the jump; normalization layers and PReLU own weights but only
-# scale and shift, which the MAC convention leaves out.
+# Padding and cropping move the window centres (the start) but change neither the
+# receptive field size nor the jump.
+for _cls in (layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D):
+    register_layer_analyzer(_cls, _padding_analyzer)
+for _cls in (layers.Cropping1D, layers.Cropping2D, layers.Cropping3D):
+    register_layer_analyzer(_cls, _cropping_analyzer)
+register_layer_analyzer(numpy_ops.Pad, _pad_op_analyzer)
+# Normalization layers and PReLU own weights but only scale and shift, which the MAC
+# convention leaves out.
 for _cls in (
-    layers.ZeroPadding1D,
-    layers.ZeroPadding2D,
-    layers.ZeroPadding3D,
-    layers.Cropping1D,
-    layers.Cropping2D,
-    layers.Cropping3D,
-    numpy_ops.Pad,
     layers.BatchNormalization,
     layers.LayerNormalization,
     layers.GroupNormalization,

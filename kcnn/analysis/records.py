@@ -20,6 +20,12 @@ class LayerRecord:
             pixels: one number when all spatial axes agree, else `(r_h, r_w)`.
         jump: number, tuple or None. Distance in model input pixels between two
             adjacent output positions, with the same convention.
+        start: number, tuple or None. Centre, in model input pixels, of the receptive
+            field of the first output position (output position `n` is centred at
+            `start + n * jump`; pixel `i` of the input has its centre at `i`). Negative
+            when padding puts the first window partly outside the input. None when
+            unknown (after a transposed convolution or upsampling, a global pooling, or a
+            "same" padding on an input of unknown size).
     """
 
     name: str
@@ -29,6 +35,7 @@ class LayerRecord:
     macs: int
     receptive_field: float | tuple | None
     jump: float | tuple | None
+    start: float | tuple | None = None
 
 
 @dataclasses.dataclass

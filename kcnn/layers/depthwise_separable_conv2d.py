@@ -10,7 +10,12 @@ from kcnn._validation import (
     normalize_padding,
     normalize_tuple,
 )
-from kcnn.analysis import LayerGeometry, conv_output_size, register_layer_analyzer
+from kcnn.analysis import (
+    LayerGeometry,
+    conv_output_size,
+    padding_before,
+    register_layer_analyzer,
+)
 
 _NORMALIZATIONS = ("batch", None)
 
@@ -277,5 +282,17 @@ def _analyze_depthwise_separable_conv2d(layer, input_shapes, output_shapes):
     per_position = kernel_height * kernel_width * depthwise_channels + depthwise_channels * filters
     return (
         height * width * per_position,
-        LayerGeometry.sliding(layer.kernel_size, layer.strides, layer.dilation_rate),
+        LayerGeometry.sliding(
+            layer.kernel_size,
+            layer.strides,
+            layer.dilation_rate,
+            padding_before(
+                layer,
+                input_shapes,
+                output_shapes,
+                layer.kernel_size,
+                layer.strides,
+                layer.dilation_rate,
+            ),
+        ),
     )

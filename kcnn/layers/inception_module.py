@@ -195,4 +195,4 @@ def _analyze_inception_module(layer, input_shapes, output_shapes):
     )
     per_pixel += 9 * layer.filters_3x3_reduce * layer.filters_3x3
     per_pixel += 25 * layer.filters_5x5_reduce * layer.filters_5x5
-    return height * width * per_pixel, LayerGeometry.sliding(5)
+    return height * width * per_pixel, LayerGeometry.sliding(5, pad_before=2)

@@ -4,7 +4,9 @@ import math
 
 import keras
 import keras_hub
+import numpy as np
 import pytest
+import tensorflow as tf
 from keras import layers
 
 from kcnn.analysis import (
@@ -516,3 +518,42 @@ def test_a_sub_layer_with_a_rule_inside_a_block_is_counted_once():
     assert direct.total_macs == 8 * 8 * (3 * 3 * 4 + 4 * 8)
     assert block.total_macs == direct.total_macs
     assert block.total_params == direct.total_params
+
+
+@pytest.mark.parametrize("size", [17, 18])
+def test_start_and_field_match_the_gradient_support(size):
+    """With all-ones weights and no activation, the input pixels an output unit depends on
+    are exactly its receptive field (clipped to the image): the field centred at
+    `start + n * jump` with size `r` must match the support of the unit's gradient."""
+    inputs = keras.Input((size, size, 1))
+    x = keras.layers.Conv2D(1, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.AveragePooling2D(2, padding="same")(x)
+    x = keras.layers.ZeroPadding2D(((2, 0), (1, 1)))(x)
+    x = keras.layers.Conv2D(1, 3, strides=2, padding="same", dilation_rate=1, use_bias=False)(x)
+    x = keras.layers.Cropping2D(((1, 0), (0, 1)))(x)
+    x = keras.layers.Conv2D(1, 2, dilation_rate=2, use_bias=False)(x)
+    model = keras.Model(inputs, x)
+    for weight in model.weights:
+        weight.assign(np.ones(weight.shape))
+    record = analyze(model).layers[-1]
+    r, jump, start = record.receptive_field, record.jump, record.start
+    assert isinstance(start, tuple)  # the asymmetric padding and cropping differ per axis
+    image = tf.constant(np.ones((1, size, size, 1), "float32"))
+    out_h, out_w = model.output.shape[1:3]
+    for n_h in range(out_h):
+        for n_w in range(out_w):
+            with tf.GradientTape() as tape:
+                tape.watch(image)
+                value = model(image)[0, n_h, n_w, 0]
+            rows, columns = np.nonzero(tape.gradient(value, image).numpy()[0, ..., 0])
+            for support, n, r_axis, j_axis, s_axis in (
+                (rows, n_h, *_axis(r, jump, start, 0)),
+                (columns, n_w, *_axis(r, jump, start, 1)),
+            ):
+                first = s_axis + n * j_axis - (r_axis - 1) / 2
+                last = first + r_axis - 1
+                assert (support.min(), support.max()) == (max(first, 0), min(last, size - 1))
+
+
+def _axis(r, jump, start, axis):
+    return tuple(value[axis] if isinstance(value, tuple) else value for value in (r, jump, start))
