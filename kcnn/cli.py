@@ -89,13 +89,26 @@ def _parser():
     explain.add_argument("run", help="run folder")
     explain.add_argument("--image", required=True, help="PNG or JPEG file")
     explain.add_argument(
-        "--method", choices=["saliency", "smoothgrad", "occlusion", "gradcam"], required=True
+        "--method",
+        choices=[
+            "saliency",
+            "smoothgrad",
+            "occlusion",
+            "gradcam",
+            "guided",
+            "guided_gradcam",
+            "deconvnet",
+        ],
+        required=True,
     )
     explain.add_argument("--output", required=True, help="PNG file to write")
     explain.add_argument(
         "--class-index", type=int, help="class to explain (default: the predicted class)"
     )
-    explain.add_argument("--layer", help="Grad-CAM layer (default: the last conv layer)")
+    explain.add_argument(
+        "--layer",
+        help="Grad-CAM layer of gradcam and guided_gradcam (default: the last conv layer)",
+    )
     return parser
 
 

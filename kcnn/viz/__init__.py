@@ -1,13 +1,17 @@
 """Plots and explanations: every plot function returns a matplotlib Figure; `save_figure`
-writes a PNG. The computations (`saliency_map`, `grad_cam`, `fgsm`, `embed`, ...) return
-NumPy arrays."""
+writes a PNG. The computations (`saliency_map`, `grad_cam`, `guided_backprop`,
+`deconvnet_projection`, `top_activating_patches`, `fgsm`, `embed`, ...) return NumPy arrays."""
 
+from kcnn.viz.backprojection import (
+    backward_rule,
+    deconvnet_projection,
+    guided_backprop,
+    guided_grad_cam,
+)
 from kcnn.viz.deformable import deformable_sampling_locations, plot_deformable_sampling
 from kcnn.viz.embedding import EMBEDDING_METHODS, embed, nearest_neighbours
 from kcnn.viz.explain import (
-    METHODS,
     conv_layer_names,
-    explain,
     find_layer,
     grad_cam,
     layer_output,
@@ -23,7 +27,11 @@ from kcnn.viz.explain_plots import (
     plot_filters,
     plot_neighbours,
     plot_saliency,
+    plot_top_patches,
+    signed_display,
 )
+from kcnn.viz.methods import METHODS, PIXEL_SPACE_METHODS, explain
+from kcnn.viz.patches import TopPatches, receptive_field_geometry, top_activating_patches
 from kcnn.viz.plots import (
     confusion_matrix,
     draw_boxes,
@@ -41,8 +49,12 @@ from kcnn.viz.synthesis import deep_dream, fgsm
 __all__ = [
     "EMBEDDING_METHODS",
     "METHODS",
+    "PIXEL_SPACE_METHODS",
+    "TopPatches",
+    "backward_rule",
     "confusion_matrix",
     "conv_layer_names",
+    "deconvnet_projection",
     "deep_dream",
     "deformable_sampling_locations",
     "draw_boxes",
@@ -51,6 +63,8 @@ __all__ = [
     "fgsm",
     "find_layer",
     "grad_cam",
+    "guided_backprop",
+    "guided_grad_cam",
     "layer_output",
     "load_image_for_model",
     "nearest_neighbours",
@@ -58,9 +72,9 @@ __all__ = [
     "plot_adversarial",
     "plot_boxes",
     "plot_confusion_matrix",
-    "plot_detection_grid",
     "plot_deep_dream",
     "plot_deformable_sampling",
+    "plot_detection_grid",
     "plot_embedding",
     "plot_feature_maps",
     "plot_filters",
@@ -68,8 +82,12 @@ __all__ = [
     "plot_neighbours",
     "plot_saliency",
     "plot_segmentation_grid",
+    "plot_top_patches",
     "plot_training_curves",
+    "receptive_field_geometry",
     "saliency_map",
     "save_figure",
     "show_image",
+    "signed_display",
+    "top_activating_patches",
 ]

@@ -1,4 +1,4 @@
-"""What a trained CNN looks at: layer outputs, saliency, occlusion, Grad-CAM, FGSM, DeepDream.
+"""What a trained CNN looks at: layer outputs, saliency, occlusion and Grad-CAM.
 
 Every function here computes NumPy arrays; the figures that show them are in
 `kcnn.viz.explain_plots`. They take any functional (or Sequential) Keras model, including
@@ -20,7 +20,6 @@ from kcnn._validation import check_positive_int
 from kcnn.data import read_image
 from kcnn.data._imaging import resize_image
 
-METHODS = ("saliency", "smoothgrad", "occlusion", "gradcam")
 CONV_LAYER_TYPES = (
     keras.layers.Conv2D,
     keras.layers.DepthwiseConv2D,
@@ -420,42 +419,6 @@ def grad_cam(model, image, layer_name=None, class_index=None):
     cam = tf.image.resize(cam, image.shape[:2], method="bilinear")[0, ..., 0].numpy()
     peak = cam.max()
     return (cam / peak if peak > 0 else cam).astype(np.float32)
-
-
-def explain(model, image, method, class_index=None, layer_name=None):
-    """One explanation map by name: `"saliency"`, `"smoothgrad"`, `"occlusion"`, `"gradcam"`.
-
-    `"smoothgrad"` averages 32 noisy gradients; `layer_name` applies to `"gradcam"` only.
-
-    Returns:
-        float32 array `(H, W)`.
-
-    Raises:
-        ValueError: for an unknown `method`, or what the method itself raises.
-
-    Example:
-    >>> import keras, numpy as np
-    >>> inputs = keras.Input((8, 8, 1))
-    >>> x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
-    >>> x = keras.layers.GlobalAveragePooling2D()(x)
-    >>> model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
-    >>> explain(model, np.zeros((8, 8, 1), "float32"), "occlusion").shape
-    (8, 8)
-    """
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
-    if layer_name is not None and method != "gradcam":
-        raise ValueError(
-            f"`layer_name` applies to method='gradcam' only. Received: method={method!r}, "
-            f"layer_name={layer_name!r}"
-        )
-    if method == "saliency":
-        return saliency_map(model, image, class_index)
-    if method == "smoothgrad":
-        return saliency_map(model, image, class_index, smoothgrad_samples=32)
-    if method == "occlusion":
-        return occlusion_map(model, image, class_index=class_index)
-    return grad_cam(model, image, layer_name, class_index)
 
 
 def load_image_for_model(path, model):

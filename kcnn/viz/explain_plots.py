@@ -27,6 +27,14 @@ def _normalise(values):
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
+def signed_display(values):
+    """A signed pixel-space explanation as an image in [0, 1]: `0.5 + 0.5 * v / max|v|`,
+    so 0 is mid-grey and the sign shows as lighter or darker."""
+    values = np.asarray(values, dtype=np.float64)
+    peak = np.abs(values).max()
+    return 0.5 + 0.5 * values / peak if peak > 0 else np.full_like(values, 0.5)
+
+
 def plot_filters(model, layer_name=None, columns=8):
     """Draws the kernels of a conv layer, one panel per filter.
 
@@ -111,10 +119,15 @@ def plot_feature_maps(model, image, layer_name, max_maps=32, columns=8):
 def plot_saliency(image, maps, title=None, alpha=0.5):
     """The image, then each explanation map laid over it as a heat map.
 
+    A pixel-space explanation `(H, W, C)` (guided backpropagation, the DeconvNet, guided
+    Grad-CAM) is drawn as an image instead, grey at 0 and scaled by its largest magnitude
+    (`signed_display`), as in Springenberg et al. (2015) and Zeiler & Fergus (2014).
+
     Args:
         image: `(H, W)` or `(H, W, C)` array (uint8 or float in [0, 1]).
-        maps: one `(H, W)` map, or a dict {name: `(H, W)` map} (e.g. saliency, SmoothGrad,
-            occlusion, Grad-CAM); each is scaled to its own range.
+        maps: one map, or a dict {name: map}: `(H, W)` maps (saliency, SmoothGrad,
+            occlusion, Grad-CAM), each scaled to its own range, or `(H, W, C)`
+            pixel-space explanations with the image's channels.
         title: str or None.
         alpha: float. Opacity of the heat map. Defaults to 0.5.
 
@@ -127,7 +140,7 @@ def plot_saliency(image, maps, title=None, alpha=0.5):
     maps = maps if isinstance(maps, dict) else {"explanation": maps}
     picture = _as_display(image)
     for name, values in maps.items():
-        if np.shape(values) != picture.shape[:2]:
+        if np.shape(values)[:2] != picture.shape[:2] or np.ndim(values) not in (2, 3):
             raise ValueError(
                 f"Map {name!r} must have the image's size {picture.shape[:2]}. Received shape: "
                 f"{np.shape(values)}"
@@ -136,6 +149,9 @@ def plot_saliency(image, maps, title=None, alpha=0.5):
     show_image(axes[0], picture, "image")
     grey = picture if picture.ndim == 2 else picture.mean(axis=-1)
     for axis, (name, values) in zip(axes[1:], maps.items(), strict=True):
+        if np.ndim(values) == 3:
+            show_image(axis, signed_display(values), name)
+            continue
         axis.imshow(grey, cmap="gray", vmin=0, vmax=1)
         axis.imshow(_normalise(values), cmap="jet", alpha=alpha, vmin=0, vmax=1)
         axis.set_xticks([])
@@ -293,5 +309,42 @@ def plot_deep_dream(image, dreamed, layer_name=None):
     axes[2].set_xticks([])
     axes[2].set_yticks([])
     axes[2].set_title("change", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def plot_top_patches(result, projections=None, title=None):
+    """One row per channel: its top-activating patches (see `top_activating_patches`).
+
+    Args:
+        result: a `TopPatches`.
+        projections: None, or an array like `result.patches` to draw beside each patch,
+            e.g. the DeconvNet projection of each unit cut to the same field (Zeiler &
+            Fergus's figure 2 pairs them this way).
+        title: str or None. Defaults to the receptive field size.
+
+    Returns:
+        A matplotlib `Figure`.
+    """
+    channels, k = result.patches.shape[:2]
+    per_patch = 1 if projections is None else 2
+    figure, axes = plt.subplots(
+        channels,
+        k * per_patch,
+        figsize=(0.9 * k * per_patch + 0.8, 1.0 * channels + 0.6),
+        squeeze=False,
+    )
+    for row, channel in enumerate(result.channels):
+        for column in range(k):
+            axis = axes[row, column * per_patch]
+            show_image(axis, result.patches[row, column])
+            axis.set_title(f"{result.activations[row, column]:.2g}", fontsize=7)
+            if projections is not None:
+                show_image(
+                    axes[row, column * per_patch + 1], signed_display(projections[row, column])
+                )
+        axes[row, 0].set_ylabel(f"ch {channel}", fontsize=8)
+    height, width = result.receptive_field
+    figure.suptitle(title or f"top-{k} patches ({height}x{width} receptive field)")
     figure.tight_layout()
     return figure

@@ -36,7 +36,12 @@ def run_and_image(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "method, options",
-    [("gradcam", ["--layer", "level0_conv1"]), ("occlusion", ["--class-index", "3"])],
+    [
+        ("gradcam", ["--layer", "level0_conv1"]),
+        ("occlusion", ["--class-index", "3"]),
+        ("guided_gradcam", []),
+        ("deconvnet", ["--class-index", "3"]),
+    ],
 )
 def test_explain_writes_the_figure_of_the_model_map(
     run_and_image, tmp_path, capsys, method, options
@@ -69,7 +74,10 @@ def test_bad_arguments_exit_2_with_one_line(run_and_image, tmp_path, capsys):
     assert main([*base, "--image", str(tmp_path / "none.png"), "--method", "saliency"]) == 2
     assert "kcnn explain: error: Image file" in capsys.readouterr().err
     assert main([*base, "--image", str(image_path), "--method", "saliency", "--layer", "x"]) == 2
-    assert "`layer_name` applies to method='gradcam' only" in capsys.readouterr().err
+    assert (
+        "`layer_name` applies to method in ('gradcam', 'guided_gradcam') only"
+        in capsys.readouterr().err
+    )
     assert main([*base, "--image", str(image_path), "--method", "gradcam", "--layer", "x"]) == 2
     assert "Unknown `layer_name`='x'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
