@@ -31,7 +31,12 @@ from kcnn.viz.explain_plots import (
     signed_display,
 )
 from kcnn.viz.methods import METHODS, PIXEL_SPACE_METHODS, explain
-from kcnn.viz.patches import TopPatches, receptive_field_geometry, top_activating_patches
+from kcnn.viz.patches import (
+    TopPatches,
+    receptive_field_geometry,
+    top_activating_patches,
+    top_patch_projections,
+)
 from kcnn.viz.plots import (
     confusion_matrix,
     draw_boxes,
@@ -90,4 +95,5 @@ __all__ = [
     "show_image",
     "signed_display",
     "top_activating_patches",
+    "top_patch_projections",
 ]

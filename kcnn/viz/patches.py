@@ -7,6 +7,7 @@ import numpy as np
 
 from kcnn._validation import check_positive_int
 from kcnn.analysis import analyze
+from kcnn.viz.backprojection import deconvnet_projection
 from kcnn.viz.explain import check_images, find_layer, layer_output
 
 
@@ -171,4 +172,39 @@ def top_activating_patches(model, layer, images, channels, k=9, batch_size=256):
         receptive_field=(height, width),
         jump=jump,
         start=start,
+    )
+
+
+def top_patch_projections(model, layer, images, result):
+    """The DeconvNet projection of each unit of `result`, cut to the same box as its patch.
+
+    Zeiler & Fergus (2014), figure 2, show each top activation's projection beside its image
+    patch; `plot_top_patches(result, projections)` draws them that way.
+
+    Args:
+        model, layer, images: as given to `top_activating_patches`.
+        result: the `TopPatches` it returned.
+
+    Returns:
+        float32 array shaped like `result.patches`.
+    """
+    images = check_images(model, images)
+    height, width = result.receptive_field
+    return np.array(
+        [
+            [
+                _crop(
+                    deconvnet_projection(model, layer, channel, images[index], tuple(position)),
+                    box[0],
+                    box[1],
+                    height,
+                    width,
+                )
+                for index, position, box in zip(indices, positions, boxes, strict=True)
+            ]
+            for channel, indices, positions, boxes in zip(
+                result.channels, result.image_indices, result.positions, result.boxes, strict=True
+            )
+        ],
+        np.float32,
     )

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from kcnn.analysis import analyze
-from kcnn.viz import plot_top_patches, receptive_field_geometry, top_activating_patches
+from kcnn.viz import (
+    deconvnet_projection,
+    plot_top_patches,
+    receptive_field_geometry,
+    top_activating_patches,
+    top_patch_projections,
+)
 
 CROSS = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])  # an "X"
 PLANTED = (2, 5, 11, 13, 17)
@@ -78,6 +84,16 @@ def test_the_cross_detector_finds_the_planted_crosses_in_fields_of_the_right_siz
     np.testing.assert_allclose(result.activations[0], np.sort(activations)[::-1][:5], rtol=1e-6)
     figure = plot_top_patches(result)
     assert len(figure.axes) == 10
+    # Each projection is the whole-image projection inside the box; nothing lies outside it.
+    projections = top_patch_projections(model, "gather", images, result)
+    assert projections.shape == result.patches.shape
+    for projection, index, position in zip(
+        projections[1], result.image_indices[1], result.positions[1], strict=True
+    ):
+        whole = deconvnet_projection(model, "gather", 1, images[index], tuple(position))
+        assert np.abs(projection).sum() == pytest.approx(np.abs(whole).sum(), rel=1e-6)
+        assert np.abs(whole).sum() > 0
+    assert len(plot_top_patches(result, projections).axes) == 20
 
 
 def test_geometry_and_bad_arguments():
