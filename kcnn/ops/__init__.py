@@ -7,10 +7,12 @@ from kcnn.ops.fractional_max_pool import (
     pseudo_random_boundaries,
     random_boundaries,
 )
+from kcnn.ops.gram import gram_matrix
 
 __all__ = [
     "deform_conv2d",
     "fractional_max_pool",
+    "gram_matrix",
     "max_pool_with_argmax",
     "max_unpool",
     "pseudo_random_boundaries",

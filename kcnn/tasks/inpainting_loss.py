@@ -11,6 +11,7 @@ import tensorflow as tf
 from keras import ops
 
 from kcnn._serialization import register
+from kcnn.ops import gram_matrix
 
 # Liu et al. (2018), eq. (7): L_valid + 6 L_hole + 0.05 L_perceptual + 120 L_style + 0.1 L_tv.
 PAPER_LOSS_WEIGHTS = {
@@ -67,14 +68,6 @@ def hole_border_total_variation(comp, mask):
     elements = ops.cast(ops.prod(ops.shape(comp)[1:]), comp.dtype)
     per_image = ops.sum(horizontal, axis=(1, 2, 3)) + ops.sum(vertical, axis=(1, 2, 3))
     return per_image / elements
-
-
-def gram_matrix(features):
-    """K_p (Psi^T Psi) of Liu et al. (2018), eq. (4): `(B, C, C)` with K_p = 1 / (C H W)."""
-    shape = ops.shape(features)
-    flat = ops.reshape(features, (shape[0], -1, shape[3]))
-    normaliser = ops.cast(shape[1] * shape[2] * shape[3], features.dtype)
-    return ops.matmul(ops.transpose(flat, (0, 2, 1)), flat) / normaliser
 
 
 def perceptual_term(features_out, features_comp, features_truth):
