@@ -1,6 +1,7 @@
 """Plots and explanations: every plot function returns a matplotlib Figure; `save_figure`
 writes a PNG. The computations (`saliency_map`, `grad_cam`, `guided_backprop`,
-`deconvnet_projection`, `top_activating_patches`, `fgsm`, `embed`, ...) return NumPy arrays."""
+`deconvnet_projection`, `top_activating_patches`, `style_transfer`, `fgsm`, `embed`, ...)
+return NumPy arrays."""
 
 from kcnn.viz.backprojection import (
     backward_rule,
@@ -49,6 +50,13 @@ from kcnn.viz.plots import (
     save_figure,
     show_image,
 )
+from kcnn.viz.style import (
+    content_loss,
+    plot_style_transfer,
+    random_texture_extractor,
+    style_loss,
+    style_transfer,
+)
 from kcnn.viz.synthesis import deep_dream, fgsm
 
 __all__ = [
@@ -58,6 +66,7 @@ __all__ = [
     "TopPatches",
     "backward_rule",
     "confusion_matrix",
+    "content_loss",
     "conv_layer_names",
     "deconvnet_projection",
     "deep_dream",
@@ -87,13 +96,17 @@ __all__ = [
     "plot_neighbours",
     "plot_saliency",
     "plot_segmentation_grid",
+    "plot_style_transfer",
     "plot_top_patches",
     "plot_training_curves",
+    "random_texture_extractor",
     "receptive_field_geometry",
     "saliency_map",
     "save_figure",
     "show_image",
     "signed_display",
+    "style_loss",
+    "style_transfer",
     "top_activating_patches",
     "top_patch_projections",
 ]
