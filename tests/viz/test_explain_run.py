@@ -39,6 +39,7 @@ def run_and_image(tmp_path_factory):
     [
         ("gradcam", ["--layer", "level0_conv1"]),
         ("occlusion", ["--class-index", "3"]),
+        ("guided", []),
         ("guided_gradcam", []),
         ("deconvnet", ["--class-index", "3"]),
     ],

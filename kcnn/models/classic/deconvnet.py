@@ -56,6 +56,10 @@ def DeconvNet(  # noqa: N802  (an architecture, named like keras.applications)
     As in the paper every convolution and deconvolution is followed by batch normalization
     (and ReLU); they have no bias, which batch norm would cancel.
 
+    This is Noh et al.'s segmentation network. Zeiler & Fergus's "deconvnet" (2014), the
+    visualisation that sends one unit of a trained CNN back to the pixels, is
+    `kcnn.viz.deconvnet_projection`; this model borrows its unpooling with switches.
+
     Parameters at 224x224x3 with the paper's 21 PASCAL VOC classes: 251,822,357, of which
     251,788,949 trainable (the rest are the batch norms' moving statistics); fc6 and
     deconv-fc6 alone hold 102,760,448 each. The paper gives no count; SegNet's comparison
