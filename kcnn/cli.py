@@ -9,6 +9,18 @@ import os
 import sys
 from pathlib import Path
 
+# kcnn.viz.METHODS, spelled out because the library is imported only inside the commands
+# (tests/test_cli.py keeps the two equal).
+EXPLAIN_METHODS = (
+    "saliency",
+    "smoothgrad",
+    "occlusion",
+    "gradcam",
+    "guided",
+    "guided_gradcam",
+    "deconvnet",
+)
+
 # Exit status after Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2).
 INTERRUPTED = 130
 
@@ -90,15 +102,7 @@ def _parser():
     explain.add_argument("--image", required=True, help="PNG or JPEG file")
     explain.add_argument(
         "--method",
-        choices=[
-            "saliency",
-            "smoothgrad",
-            "occlusion",
-            "gradcam",
-            "guided",
-            "guided_gradcam",
-            "deconvnet",
-        ],
+        choices=EXPLAIN_METHODS,
         required=True,
     )
     explain.add_argument("--output", required=True, help="PNG file to write")

@@ -66,3 +66,9 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert "Unknown config key `train.epochz`" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "is not a finished kcnn run" in capsys.readouterr().err
+
+
+def test_explain_methods_are_the_librarys():
+    from kcnn import cli, viz
+
+    assert cli.EXPLAIN_METHODS == viz.METHODS

@@ -1,7 +1,7 @@
 """Convolution arithmetic, receptive fields, and parameter and MAC counts of Keras models."""
 
 from kcnn.analysis.analyze import analyze, print_analysis
-from kcnn.analysis.analyzers import padding_before, register_layer_analyzer
+from kcnn.analysis.analyzers import register_layer_analyzer, sliding_geometry
 from kcnn.analysis.conv_arithmetic import conv_output_size, conv_transpose_output_size
 from kcnn.analysis.geometry import LayerGeometry
 from kcnn.analysis.records import LayerRecord, ModelAnalysis
@@ -13,7 +13,7 @@ __all__ = [
     "analyze",
     "conv_output_size",
     "conv_transpose_output_size",
-    "padding_before",
     "print_analysis",
     "register_layer_analyzer",
+    "sliding_geometry",
 ]

@@ -127,8 +127,9 @@ def padding_before(layer, input_shapes, output_shapes, kernel_size, strides=1, d
     return tuple(pads)
 
 
-def _sliding(layer, input_shapes, output_shapes, kernel_size, strides=1, dilation_rate=1):
-    """`LayerGeometry.sliding` with the layer's own padding."""
+def sliding_geometry(layer, input_shapes, output_shapes, kernel_size, strides=1, dilation_rate=1):
+    """`LayerGeometry.sliding` of a window layer with its own `padding` (see `padding_before`),
+    for the rules of convolution and pooling layers."""
     pads = padding_before(layer, input_shapes, output_shapes, kernel_size, strides, dilation_rate)
     return LayerGeometry.sliding(kernel_size, strides, dilation_rate, pads)
 
@@ -148,7 +149,7 @@ def _conv_analyzer(layer, input_shapes, output_shapes):
     channels_out, out_spatial = channels_and_spatial(output_shapes[0], layer.data_format)
     positions = _positions(out_spatial, layer, output_shapes[0])
     macs = positions * math.prod(layer.kernel_size) * (channels_in // layer.groups) * channels_out
-    geometry = _sliding(
+    geometry = sliding_geometry(
         layer, input_shapes, output_shapes, layer.kernel_size, layer.strides, layer.dilation_rate
     )
     return macs, geometry
@@ -159,7 +160,7 @@ def _depthwise_conv_analyzer(layer, input_shapes, output_shapes):
     _, out_spatial = channels_and_spatial(output_shapes[0], layer.data_format)
     positions = _positions(out_spatial, layer, output_shapes[0])
     macs = positions * math.prod(layer.kernel_size) * channels_in * layer.depth_multiplier
-    geometry = _sliding(
+    geometry = sliding_geometry(
         layer, input_shapes, output_shapes, layer.kernel_size, layer.strides, layer.dilation_rate
     )
     return macs, geometry
@@ -174,7 +175,7 @@ def _separable_conv_analyzer(layer, input_shapes, output_shapes):
     pointwise = positions * depthwise_channels * channels_out
     return (
         depthwise + pointwise,
-        _sliding(
+        sliding_geometry(
             layer,
             input_shapes,
             output_shapes,
@@ -200,7 +201,7 @@ def _dense_analyzer(layer, input_shapes, output_shapes):
 
 
 def _pooling_analyzer(layer, input_shapes, output_shapes):
-    return 0, _sliding(layer, input_shapes, output_shapes, layer.pool_size, layer.strides)
+    return 0, sliding_geometry(layer, input_shapes, output_shapes, layer.pool_size, layer.strides)
 
 
 def _upsampling_analyzer(layer, input_shapes, output_shapes):

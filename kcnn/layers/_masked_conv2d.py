@@ -15,12 +15,7 @@ from kcnn._validation import (
     normalize_padding,
     normalize_tuple,
 )
-from kcnn.analysis import (
-    LayerGeometry,
-    conv_output_size,
-    padding_before,
-    register_layer_analyzer,
-)
+from kcnn.analysis import conv_output_size, register_layer_analyzer, sliding_geometry
 
 
 class MaskedConv2D(layers.Layer):
@@ -250,17 +245,12 @@ def _analyze_masked_conv2d(layer, input_shapes, output_shapes):
     kernel_height, kernel_width = layer.kernel_size
     return (
         height * width * kernel_height * kernel_width * channels_in * filters,
-        LayerGeometry.sliding(
+        sliding_geometry(
+            layer,
+            input_shapes,
+            output_shapes,
             layer.kernel_size,
             layer.strides,
             layer.dilation_rate,
-            padding_before(
-                layer,
-                input_shapes,
-                output_shapes,
-                layer.kernel_size,
-                layer.strides,
-                layer.dilation_rate,
-            ),
         ),
     )

@@ -10,12 +10,7 @@ from kcnn._validation import (
     normalize_padding,
     normalize_tuple,
 )
-from kcnn.analysis import (
-    LayerGeometry,
-    conv_output_size,
-    padding_before,
-    register_layer_analyzer,
-)
+from kcnn.analysis import conv_output_size, register_layer_analyzer, sliding_geometry
 
 _NORMALIZATIONS = ("batch", None)
 
@@ -282,17 +277,12 @@ def _analyze_depthwise_separable_conv2d(layer, input_shapes, output_shapes):
     per_position = kernel_height * kernel_width * depthwise_channels + depthwise_channels * filters
     return (
         height * width * per_position,
-        LayerGeometry.sliding(
+        sliding_geometry(
+            layer,
+            input_shapes,
+            output_shapes,
             layer.kernel_size,
             layer.strides,
             layer.dilation_rate,
-            padding_before(
-                layer,
-                input_shapes,
-                output_shapes,
-                layer.kernel_size,
-                layer.strides,
-                layer.dilation_rate,
-            ),
         ),
     )

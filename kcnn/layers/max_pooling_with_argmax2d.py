@@ -4,7 +4,7 @@ import keras
 
 from kcnn._serialization import register
 from kcnn._validation import normalize_padding, normalize_tuple
-from kcnn.analysis import LayerGeometry, padding_before, register_layer_analyzer
+from kcnn.analysis import register_layer_analyzer, sliding_geometry
 from kcnn.ops.argmax_pooling import max_pool_with_argmax, pooled_size
 
 
@@ -111,5 +111,4 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
 @register_layer_analyzer(MaxPoolingWithArgmax2D)
 def _analyze_max_pooling_with_argmax2d(layer, input_shapes, output_shapes):
     """A pooling window: 0 MACs and the geometry of `MaxPooling2D`, for both outputs."""
-    pads = padding_before(layer, input_shapes, output_shapes, layer.pool_size, layer.strides)
-    return 0, LayerGeometry.sliding(layer.pool_size, layer.strides, pad_before=pads)
+    return 0, sliding_geometry(layer, input_shapes, output_shapes, layer.pool_size, layer.strides)

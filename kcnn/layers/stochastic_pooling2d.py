@@ -7,12 +7,7 @@ from keras import layers, ops, random
 
 from kcnn._serialization import register
 from kcnn._validation import normalize_padding, normalize_tuple
-from kcnn.analysis import (
-    LayerGeometry,
-    conv_output_size,
-    padding_before,
-    register_layer_analyzer,
-)
+from kcnn.analysis import conv_output_size, register_layer_analyzer, sliding_geometry
 
 
 @register
@@ -167,5 +162,4 @@ def _window_taps(x, pool_size, strides, padding):
 @register_layer_analyzer(StochasticPooling2D)
 def _analyze_stochastic_pooling2d(layer, input_shapes, output_shapes):
     """A pooling window: 0 MACs (weights multiply nothing) and sliding-window geometry."""
-    pads = padding_before(layer, input_shapes, output_shapes, layer.pool_size, layer.strides)
-    return 0, LayerGeometry.sliding(layer.pool_size, layer.strides, pad_before=pads)
+    return 0, sliding_geometry(layer, input_shapes, output_shapes, layer.pool_size, layer.strides)

@@ -557,3 +557,24 @@ def test_start_and_field_match_the_gradient_support(size):
 
 def _axis(r, jump, start, axis):
     return tuple(value[axis] if isinstance(value, tuple) else value for value in (r, jump, start))
+
+
+def test_kcnn_window_layers_report_the_start_of_their_keras_twins():
+    from kcnn.layers import DepthwiseSeparableConv2D, MaxPoolingWithArgmax2D
+
+    def starts(separable, pooling):
+        inputs = keras.Input((15, 15, 3))
+        x = separable(inputs)
+        x = pooling(x)
+        x = x[0] if isinstance(x, list | tuple) else x
+        return [record.start for record in analyze(keras.Model(inputs, x)).layers[1:]]
+
+    kcnn_starts = starts(
+        DepthwiseSeparableConv2D(4, 5, strides=2, padding="same"),
+        MaxPoolingWithArgmax2D((3, 3), strides=(2, 2), padding="same"),
+    )
+    keras_starts = starts(
+        layers.SeparableConv2D(4, 5, strides=2, padding="same"),
+        layers.MaxPooling2D(3, strides=2, padding="same"),
+    )
+    assert kcnn_starts == keras_starts and None not in kcnn_starts
