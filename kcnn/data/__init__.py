@@ -37,6 +37,7 @@ from kcnn.data.masks import (
 from kcnn.data.photos import PHOTO_SOURCES, load_photo, load_photos
 from kcnn.data.pipeline import (
     AUGMENTATIONS,
+    CLASSIFICATION_AUGMENTATIONS,
     make_dataset,
     make_inpainting_dataset,
     make_segmentation_dataset,
@@ -59,6 +60,7 @@ from kcnn.data.subsets import per_class_subset, split_validation
 __all__ = [
     "AREA_BUCKETS",
     "AUGMENTATIONS",
+    "CLASSIFICATION_AUGMENTATIONS",
     "CLASSIFICATION_DATASETS",
     "ClassificationData",
     "ImageData",

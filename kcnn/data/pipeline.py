@@ -11,11 +11,19 @@ AUGMENTATIONS = ("flip", "flip_translate")
 # Segmentation also takes these: a random zoom-in (scale up to SCALE_RANGE, crop back) applied
 # to image and mask alike, and, with "_color", brightness / contrast jitter of the image only.
 SEGMENTATION_AUGMENTATIONS = AUGMENTATIONS + ("flip_scale", "flip_scale_color")
+# Classification also takes random erasing after the shift (a label survives a hidden patch;
+# a mask or a hole would not).
+CLASSIFICATION_AUGMENTATIONS = AUGMENTATIONS + ("flip_translate_erase",)
 SCALE_RANGE = (1.0, 1.25)
 BRIGHTNESS_DELTA = 0.1  # of the pixel range
 CONTRAST_RANGE = (0.8, 1.2)
 # Largest shift of "flip_translate", as a fraction of the image height and width.
 TRANSLATE_FRACTION = 0.1
+# Random erasing (Zhong et al. 2020, arXiv:1708.04896), the paper's defaults: probability p,
+# area S_e / S in [s_l, s_h], aspect r_e uniform in [r_1, 1 / r_1].
+ERASE_PROBABILITY = 0.5
+ERASE_AREA = (0.02, 0.4)
+ERASE_ASPECT = 0.3
 
 
 def _check_images(images, argument="images"):
@@ -136,6 +144,47 @@ def _flip_translate(images, seed, translate):
     return images
 
 
+def _random_erase(images, seed):
+    """Random erasing: with probability 0.5, a rectangle of each image is replaced by
+    random pixel values.
+
+    Zhong, Zheng, Kang, Li & Yang, "Random Erasing Data Augmentation", AAAI 2020
+    (arXiv:1708.04896), algorithm 1 with its defaults: area S_e = S * U(0.02, 0.4), aspect
+    r_e = U(0.3, 1 / 0.3), H_e = sqrt(S_e r_e), W_e = sqrt(S_e / r_e), top-left uniform over
+    the places where the rectangle fits, values uniform over the pixel range. Where the
+    paper draws again when the rectangle does not fit, the sides are clipped to the image
+    (one draw per image, the whole batch at once).
+    """
+    keys = tf.unstack(tf.random.experimental.stateless_split(seed, 6))
+    batch = tf.shape(images)[0]
+    height, width = images.shape[1], images.shape[2]
+    area = tf.random.stateless_uniform([batch], keys[0], *ERASE_AREA) * (height * width)
+    aspect = tf.random.stateless_uniform([batch], keys[1], ERASE_ASPECT, 1.0 / ERASE_ASPECT)
+    rect_height = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32), 1, height)
+    rect_width = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32), 1, width)
+    top = tf.cast(
+        tf.random.stateless_uniform([batch], keys[2])
+        * tf.cast(height - rect_height + 1, tf.float32),
+        tf.int32,
+    )
+    left = tf.cast(
+        tf.random.stateless_uniform([batch], keys[3]) * tf.cast(width - rect_width + 1, tf.float32),
+        tf.int32,
+    )
+    rows = tf.range(height)[tf.newaxis]
+    columns = tf.range(width)[tf.newaxis]
+    in_rows = (rows >= top[:, tf.newaxis]) & (rows < (top + rect_height)[:, tf.newaxis])
+    in_columns = (columns >= left[:, tf.newaxis]) & (columns < (left + rect_width)[:, tf.newaxis])
+    erase = tf.random.stateless_uniform([batch], keys[4]) < ERASE_PROBABILITY
+    region = in_rows[:, :, tf.newaxis] & in_columns[:, tf.newaxis, :] & erase[:, None, None]
+    if images.dtype == tf.uint8:
+        noise = tf.random.stateless_uniform(tf.shape(images), keys[5], 0, 256, tf.int32)
+        noise = tf.cast(noise, tf.uint8)
+    else:
+        noise = tf.random.stateless_uniform(tf.shape(images), keys[5], dtype=images.dtype)
+    return tf.where(region[..., tf.newaxis], noise, images)
+
+
 def _to_unit_float(images):
     if images.dtype == tf.uint8:
         return tf.cast(images, tf.float32) / 255.0
@@ -185,6 +234,9 @@ def make_dataset(
     - `"flip"`: random horizontal flip (probability 0.5).
     - `"flip_translate"`: the flip, then a random shift of up to 10% of the
       height and width (reflect padding, then a random crop back to size).
+    - `"flip_translate_erase"`: the flip and the shift, then random erasing (Zhong
+      et al. 2020): with probability 0.5 a rectangle of 2-40% of the image, aspect
+      0.3-3.3, is filled with random values.
 
     Args:
         images: array `(N, H, W, C)`, uint8 or float in `[0, 1]`.
@@ -194,7 +246,8 @@ def make_dataset(
         shuffle: bool. Shuffle (reshuffling each epoch, seeded). Defaults to
             `False`.
         seed: int. Seed of shuffling and augmentation. Defaults to `0`.
-        augment: None, `"flip"`, `"flip_translate"`, or a callable mapping a
+        augment: None, `"flip"`, `"flip_translate"`, `"flip_translate_erase"`, or a
+            callable mapping a
             float32 image batch `(B, H, W, C)` to an augmented batch (e.g. a
             `keras.Sequential` of preprocessing layers). Defaults to `None`.
         drop_remainder: bool. Drop the last incomplete batch. Defaults to
@@ -220,7 +273,7 @@ def make_dataset(
     """
     images = _check_images(images)
     batch_size = check_positive_int(batch_size, "batch_size")
-    _check_augment(augment)
+    _check_augment(augment, CLASSIFICATION_AUGMENTATIONS)
     elements = (images,)
     if labels is not None:
         labels = np.asarray(labels)
@@ -229,10 +282,17 @@ def make_dataset(
 
     batch_augment = None
     if isinstance(augment, str):
-        translate = augment == "flip_translate"
+        translate = augment in ("flip_translate", "flip_translate_erase")
+        erase = augment == "flip_translate_erase"
 
         def batch_augment(batch, seed_pair):
-            return (_flip_translate(batch[0], seed_pair, translate),) + batch[1:]
+            shift_seed, erase_seed = tf.unstack(
+                tf.random.experimental.stateless_split(seed_pair, 2)
+            )
+            images = _flip_translate(batch[0], seed_pair if not erase else shift_seed, translate)
+            if erase:
+                images = _random_erase(images, erase_seed)
+            return (images,) + batch[1:]
 
     def batch_map(*batch):
         batch_images = _to_unit_float(batch[0])

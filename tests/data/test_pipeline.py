@@ -139,7 +139,8 @@ def test_bad_arguments():
     images = random_images(4)
     with pytest.raises(
         ValueError,
-        match=r"`augment` must be None, a callable, or one of \('flip', 'flip_translate'\). "
+        match=r"`augment` must be None, a callable, or one of \('flip', 'flip_translate', "
+        r"'flip_translate_erase'\). "
         r"Received: augment='rotate'",
     ):
         make_dataset(images, augment="rotate")
@@ -208,3 +209,34 @@ def test_segmentation_scale_and_colour_keep_masks_aligned(augment):
             selected = image_values[(image_mask == label) & image_inside]
             assert np.ptp(selected) <= 1
     assert not np.allclose(values[inside], palette[m[inside]], atol=1)  # jitter did happen
+
+
+def test_random_erasing_follows_the_papers_draws():
+    """On constant images (the flip and shift leave them unchanged) every changed pixel is
+    erased: one rectangle per image on about half the images, of 2-40% of the area and
+    aspect 0.3-3.3 (Zhong et al. 2020, algorithm 1)."""
+    images = np.full((400, 32, 32, 1), 128, np.uint8)
+    labels = np.arange(400)
+    x, y = collect(make_dataset(images, labels, batch_size=50, augment="flip_translate_erase"))
+    np.testing.assert_array_equal(y, labels)
+    changed = np.round(x[..., 0] * 255).astype(np.int32) != 128
+    erased, areas = 0, []
+    for image_changed in changed:
+        if not image_changed.any():
+            continue
+        erased += 1
+        rows, columns = np.nonzero(image_changed)
+        top, bottom, left, right = rows.min(), rows.max(), columns.min(), columns.max()
+        height, width = bottom - top + 1, right - left + 1
+        # Nothing outside one rectangle; inside it, random values (1 in 256 may equal 128).
+        assert image_changed[top : bottom + 1, left : right + 1].mean() > 0.9
+        assert image_changed.sum() == image_changed[top : bottom + 1, left : right + 1].sum()
+        areas.append(height * width / 1024)
+        assert 0.3 / 1.5 <= height / width <= 1.5 / 0.3  # the aspect, up to rounding
+    assert 160 <= erased <= 240  # p = 0.5 of 400 (+- 4 standard deviations)
+    assert 0.01 <= min(areas) and max(areas) <= 0.45
+    assert 0.15 <= np.mean(areas) <= 0.25  # U(0.02, 0.4) has mean 0.21
+    again = collect(make_dataset(images, labels, batch_size=50, augment="flip_translate_erase"))
+    np.testing.assert_array_equal(again[0], x)
+    with pytest.raises(ValueError, match="flip_translate_erase"):
+        make_segmentation_dataset(images, images[..., 0] % 2, augment="flip_translate_erase")
