@@ -58,8 +58,8 @@ class ModelAnalysis:
 
     def to_table(self):
         """Returns an aligned text table with one row per record and a totals row."""
-        header = ("Layer", "Type", "Output shape", "Params", "MACs", "RF", "Jump")
-        right_aligned = (False, False, False, True, True, True, True)
+        header = ("Layer", "Type", "Output shape", "Params", "MACs", "RF", "Jump", "Start")
+        right_aligned = (False, False, False, True, True, True, True, True)
         rows = [
             (
                 record.name,
@@ -69,10 +69,11 @@ class ModelAnalysis:
                 f"{record.macs:,}",
                 _format_number(record.receptive_field),
                 _format_number(record.jump),
+                _format_number(record.start),
             )
             for record in self.layers
         ]
-        totals = ("Total", "", "", f"{self.total_params:,}", f"{self.total_macs:,}", "", "")
+        totals = ("Total", "", "", f"{self.total_params:,}", f"{self.total_macs:,}", "", "", "")
         widths = [max(len(row[i]) for row in [header, *rows, totals]) for i in range(len(header))]
 
         def line(cells):
