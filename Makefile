@@ -64,8 +64,13 @@ notebooks: setup
 notebook-pictures: setup
 	$(PYTHON) scripts/notebook_pictures.py
 
-test: setup
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+# Prints the wall time of the whole command (set-up included) last, whether the tests pass or not.
+test:
+	@start=$$(date +%s); \
+	bash scripts/setup_env.sh && $(PYTHON) -m pytest $(PYTEST_ARGS); status=$$?; \
+	elapsed=$$(( $$(date +%s) - start )); \
+	echo "make test: $$((elapsed / 60)) min $$((elapsed % 60)) s in all (set-up and tests), exit status $$status"; \
+	exit $$status
 
 lint: setup
 	$(VENV)/bin/ruff check .
