@@ -91,7 +91,17 @@ def test_table_dict_and_str():
     analysis = analyze(small_cnn())
     table = analysis.to_table()
     lines = table.splitlines()
-    assert lines[0].split() == ["Layer", "Type", "Output", "shape", "Params", "MACs", "RF", "Jump", "Start"]
+    assert lines[0].split() == [
+        "Layer",
+        "Type",
+        "Output",
+        "shape",
+        "Params",
+        "MACs",
+        "RF",
+        "Jump",
+        "Start",
+    ]
     assert lines[-1].split() == ["Total", "4,482", "573,632"]
     assert any(line.split()[:2] == ["dilated", "Conv2D"] for line in lines)
     assert str(analysis) == table

@@ -5,9 +5,14 @@ functional model that uses the layer) and NumPy inputs, and compares against the
 forward pass, so a layer test only states what is special about its layer.
 """
 
+import atexit
+import json
+import select
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -116,8 +121,11 @@ def check_tflite_builtins(model, inputs, tmp_path, atol=1e-5):
     assert_all_close(outputs, predict(model, inputs), atol)
 
 
-MIRRORED_TEMPLATE = """
-import os
+# One TensorFlow process with two logical CPUs serves every mirrored check of the session:
+# each check used to pay a TensorFlow start-up (6-9 s on 2 cores) in its own subprocess.
+# A check runs in a fresh namespace; a check that kills the process starts a new one.
+MIRRORED_WORKER = """
+import json, os, sys, traceback
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import numpy as np
 import tensorflow as tf
@@ -127,6 +135,21 @@ tf.config.set_logical_device_configuration(
 )
 import keras
 import kcnn
+# One strategy for every check: a second MirroredStrategy in the process would reuse the
+# collective instance keys of the first and fail with a shape mismatch.
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert mirrored.num_replicas_in_sync == 2
+for line in sys.stdin:
+    namespace = {"np": np, "tf": tf, "keras": keras, "kcnn": kcnn, "mirrored": mirrored}
+    try:
+        exec(json.loads(line), namespace)
+        reply = {"ok": True}
+    except BaseException:
+        reply = {"ok": False, "error": traceback.format_exc()[-3000:]}
+    print(REPLY + json.dumps(reply), flush=True)
+"""
+MIRRORED_REPLY = "\x00MIRRORED "
+MIRRORED_STEP = """
 {setup}
 
 def one_step(strategy):
@@ -137,25 +160,53 @@ def one_step(strategy):
     model.fit(inputs, targets, batch_size=len(targets), epochs=1, verbose=0, shuffle=False)
     return [np.asarray(w) for w in model.get_weights()]
 
-mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-assert mirrored.num_replicas_in_sync == 2
 single = one_step(tf.distribute.OneDeviceStrategy("/cpu:0"))
 multi = one_step(mirrored)
 for a, b in zip(single, multi, strict=True):
     np.testing.assert_allclose(a, b, atol={atol})
-print("MIRRORED_OK")
 """
+_worker = {}
+
+
+def _mirrored_worker():
+    process = _worker.get("process")
+    if process is None or process.poll() is not None:
+        log = tempfile.TemporaryFile("w+")
+        source = f"REPLY = {MIRRORED_REPLY!r}\n" + MIRRORED_WORKER
+        process = subprocess.Popen(
+            [sys.executable, "-c", source],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        atexit.register(process.kill)
+        _worker.update(process=process, log=log)
+    return process
 
 
 def check_mirrored_strategy(setup, atol=1e-5, loss='"mse"'):
-    """Trains one step with MirroredStrategy on 2 logical CPUs in a fresh process.
+    """Trains one step with MirroredStrategy on 2 logical CPUs in another process.
 
     `setup` is Python source defining `model_fn()`, `inputs` and `targets` (global batch);
     `loss` is the Python expression of the loss to compile with, evaluated after `setup`.
     The updated weights must equal a one-device step on the same global batch.
     """
-    script = MIRRORED_TEMPLATE.format(setup=textwrap.dedent(setup), atol=atol, loss=loss)
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
-    )
-    assert "MIRRORED_OK" in result.stdout, result.stderr[-3000:]
+    script = MIRRORED_STEP.format(setup=textwrap.dedent(setup), atol=atol, loss=loss)
+    process = _mirrored_worker()
+    process.stdin.write(json.dumps(script) + "\n")
+    process.stdin.flush()
+    deadline = time.monotonic() + 300
+    while True:
+        ready, _, _ = select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0))
+        line = process.stdout.readline() if ready else ""
+        if not line:  # timed out, or the worker died
+            process.kill()
+            _worker["log"].seek(0)
+            raise AssertionError(
+                "mirrored worker gave no answer:\n" + _worker["log"].read()[-3000:]
+            )
+        if line.startswith(MIRRORED_REPLY):
+            reply = json.loads(line[len(MIRRORED_REPLY) :])
+            assert reply["ok"], reply.get("error")
+            return

@@ -6,6 +6,8 @@ mirrored step cannot equal a one-device step for them: `StochasticPooling2D` and
 `ResidualBlock` / `BottleneckBlock` normalize with per-replica batch statistics.
 """
 
+import pytest
+
 from . import citizenship
 
 
@@ -34,3 +36,23 @@ def test_mirrored_strategy_matches_one_device():
         targets = rng.standard_normal((4, 12, 12, 2)).astype("float32")
         """
     )
+
+
+def test_the_check_fails_when_replicas_disagree():
+    # Batch normalization normalizes each replica's half batch with its own statistics, so
+    # the mirrored step differs from the one-device step: the check must say so.
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        citizenship.check_mirrored_strategy(
+            """
+            def model_fn():
+                inputs = keras.Input((4, 4, 2))
+                x = keras.layers.BatchNormalization()(inputs)
+                return keras.Model(inputs, keras.layers.Conv2D(2, 1)(x))
+
+            rng = np.random.default_rng(0)
+            # The replicas get the first and the second half: different spreads.
+            scale = np.array([1.0, 1.0, 5.0, 5.0], "float32")[:, None, None, None]
+            inputs = rng.standard_normal((4, 4, 4, 2)).astype("float32") * scale
+            targets = rng.standard_normal((4, 4, 4, 2)).astype("float32")
+            """
+        )
