@@ -127,9 +127,12 @@ def padding_before(layer, input_shapes, output_shapes, kernel_size, strides=1, d
     return tuple(pads)
 
 
-def sliding_geometry(layer, input_shapes, output_shapes, kernel_size, strides=1, dilation_rate=1):
-    """`LayerGeometry.sliding` of a window layer with its own `padding` (see `padding_before`),
-    for the rules of convolution and pooling layers."""
+def sliding_geometry(layer, input_shapes, output_shapes):
+    """`LayerGeometry.sliding` of a convolution or pooling layer, read from its attributes:
+    `kernel_size` (or `pool_size`), `strides`, `dilation_rate` (1 when it has none) and
+    `padding` (see `padding_before`)."""
+    kernel_size = getattr(layer, "kernel_size", None) or layer.pool_size
+    strides, dilation_rate = layer.strides, getattr(layer, "dilation_rate", 1)
     pads = padding_before(layer, input_shapes, output_shapes, kernel_size, strides, dilation_rate)
     return LayerGeometry.sliding(kernel_size, strides, dilation_rate, pads)
 
@@ -149,9 +152,7 @@ def _conv_analyzer(layer, input_shapes, output_shapes):
     channels_out, out_spatial = channels_and_spatial(output_shapes[0], layer.data_format)
     positions = _positions(out_spatial, layer, output_shapes[0])
     macs = positions * math.prod(layer.kernel_size) * (channels_in // layer.groups) * channels_out
-    geometry = sliding_geometry(
-        layer, input_shapes, output_shapes, layer.kernel_size, layer.strides, layer.dilation_rate
-    )
+    geometry = sliding_geometry(layer, input_shapes, output_shapes)
     return macs, geometry
 
 
@@ -160,9 +161,7 @@ def _depthwise_conv_analyzer(layer, input_shapes, output_shapes):
     _, out_spatial = channels_and_spatial(output_shapes[0], layer.data_format)
     positions = _positions(out_spatial, layer, output_shapes[0])
     macs = positions * math.prod(layer.kernel_size) * channels_in * layer.depth_multiplier
-    geometry = sliding_geometry(
-        layer, input_shapes, output_shapes, layer.kernel_size, layer.strides, layer.dilation_rate
-    )
+    geometry = sliding_geometry(layer, input_shapes, output_shapes)
     return macs, geometry
 
 
@@ -175,14 +174,7 @@ def _separable_conv_analyzer(layer, input_shapes, output_shapes):
     pointwise = positions * depthwise_channels * channels_out
     return (
         depthwise + pointwise,
-        sliding_geometry(
-            layer,
-            input_shapes,
-            output_shapes,
-            layer.kernel_size,
-            layer.strides,
-            layer.dilation_rate,
-        ),
+        sliding_geometry(layer, input_shapes, output_shapes),
     )
 
 
@@ -201,7 +193,7 @@ def _dense_analyzer(layer, input_shapes, output_shapes):
 
 
 def _pooling_analyzer(layer, input_shapes, output_shapes):
-    return 0, sliding_geometry(layer, input_shapes, output_shapes, layer.pool_size, layer.strides)
+    return 0, sliding_geometry(layer, input_shapes, output_shapes)
 
 
 def _upsampling_analyzer(layer, input_shapes, output_shapes):

@@ -245,12 +245,5 @@ def _analyze_masked_conv2d(layer, input_shapes, output_shapes):
     kernel_height, kernel_width = layer.kernel_size
     return (
         height * width * kernel_height * kernel_width * channels_in * filters,
-        sliding_geometry(
-            layer,
-            input_shapes,
-            output_shapes,
-            layer.kernel_size,
-            layer.strides,
-            layer.dilation_rate,
-        ),
+        sliding_geometry(layer, input_shapes, output_shapes),
     )

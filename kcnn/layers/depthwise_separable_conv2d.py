@@ -277,12 +277,5 @@ def _analyze_depthwise_separable_conv2d(layer, input_shapes, output_shapes):
     per_position = kernel_height * kernel_width * depthwise_channels + depthwise_channels * filters
     return (
         height * width * per_position,
-        sliding_geometry(
-            layer,
-            input_shapes,
-            output_shapes,
-            layer.kernel_size,
-            layer.strides,
-            layer.dilation_rate,
-        ),
+        sliding_geometry(layer, input_shapes, output_shapes),
     )

@@ -111,4 +111,4 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
 @register_layer_analyzer(MaxPoolingWithArgmax2D)
 def _analyze_max_pooling_with_argmax2d(layer, input_shapes, output_shapes):
     """A pooling window: 0 MACs and the geometry of `MaxPooling2D`, for both outputs."""
-    return 0, sliding_geometry(layer, input_shapes, output_shapes, layer.pool_size, layer.strides)
+    return 0, sliding_geometry(layer, input_shapes, output_shapes)

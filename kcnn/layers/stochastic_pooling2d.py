@@ -162,4 +162,4 @@ def _window_taps(x, pool_size, strides, padding):
 @register_layer_analyzer(StochasticPooling2D)
 def _analyze_stochastic_pooling2d(layer, input_shapes, output_shapes):
     """A pooling window: 0 MACs (weights multiply nothing) and sliding-window geometry."""
-    return 0, sliding_geometry(layer, input_shapes, output_shapes, layer.pool_size, layer.strides)
+    return 0, sliding_geometry(layer, input_shapes, output_shapes)

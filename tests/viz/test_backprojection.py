@@ -179,7 +179,9 @@ def receptive_box(record, position):
     return [(start + p * jump - (r - 1) / 2, start + p * jump + (r - 1) / 2) for p in position]
 
 
-def test_a_unit_projects_inside_its_receptive_field_only():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_unit_projects_inside_its_receptive_field_only(seed):
+    keras.utils.set_random_seed(seed)
     inputs = keras.Input((28, 28, 1))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
     x = keras.layers.MaxPooling2D(padding="same")(x)
@@ -196,10 +198,11 @@ def test_a_unit_projects_inside_its_receptive_field_only():
         rows, columns = np.nonzero(projection)
         assert rows.size, position
         (top, bottom), (left, right) = receptive_box(record, position)
-        # Nothing outside the field, and (these units reach their field's edges) the bound
-        # is tight: a start one pixel off would fail.
-        assert (rows.min(), rows.max()) == (max(top, 0), min(bottom, 27)), position
-        assert (columns.min(), columns.max()) == (max(left, 0), min(right, 27)), position
+        # Nothing outside the field (clipped to the image). How far inside it reaches depends
+        # on the weights and the switches; the exact bound is tested in tests/analysis.
+        assert rows.min() >= max(top, 0) and rows.max() <= min(bottom, 27), position
+        assert columns.min() >= max(left, 0) and columns.max() <= min(right, 27), position
+        assert rows.max() - rows.min() + 1 >= 6 and columns.max() - columns.min() + 1 >= 6
     assert (record.receptive_field, record.jump, record.start) == (16, 4, 0.5)
 
 
