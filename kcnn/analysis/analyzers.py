@@ -13,7 +13,8 @@ from keras.src.ops import numpy as numpy_ops
 # keras-hub exports no HGNetV2 layer; its affine block needs the rule below.
 from keras_hub.src.models.hgnetv2.hgnetv2_layers import HGNetV2LearnableAffineBlock
 
-from kcnn.analysis.geometry import LayerGeometry
+from kcnn._validation import same_padding
+from kcnn.analysis.geometry import LayerGeometry, per_axis
 
 # Input pixels read per output pixel along one axis by each interpolation.
 _INTERPOLATION_TAPS = {"nearest": 1, "bilinear": 2, "bicubic": 4, "lanczos3": 6, "lanczos5": 10}
@@ -86,16 +87,11 @@ def spatial_dims(shape, data_format):
     return channels_and_spatial(shape, data_format)[1]
 
 
-def _axes(value, num_axes):
-    return tuple(value) if isinstance(value, tuple | list) else (value,) * num_axes
-
-
-def padding_before(layer, input_shapes, output_shapes, kernel_size, strides=1, dilation_rate=1):
+def padding_before(layer, input_shapes, kernel_size, strides=1, dilation_rate=1):
     """Pixels a sliding-window layer pads before its input on each spatial axis.
 
     `layer.padding` decides: `"valid"` pads nothing, `"causal"` pads `(k - 1) * d`, and
-    `"same"` pads TensorFlow's `floor(total / 2)` with
-    `total = max((out - 1) * s + (k - 1) * d + 1 - in, 0)`.
+    `"same"` pads TensorFlow's `floor(total / 2)` (`kcnn._validation.same_padding`).
 
     Returns:
         A tuple with one int per spatial axis, or None when the padding is another kind or
@@ -103,25 +99,22 @@ def padding_before(layer, input_shapes, output_shapes, kernel_size, strides=1, d
     """
     padding = str(getattr(layer, "padding", "valid")).lower()
     data_format = getattr(layer, "data_format", None) or keras.config.image_data_format()
-    _, sizes_in = channels_and_spatial(input_shapes[0], data_format)
-    _, sizes_out = channels_and_spatial(output_shapes[0], data_format)
-    num_axes = len(sizes_in)
+    _, sizes = channels_and_spatial(input_shapes[0], data_format)
+    num_axes = len(sizes)
     pads = []
-    for size_in, size_out, kernel, stride, dilation in zip(
-        sizes_in,
-        sizes_out,
-        _axes(kernel_size, num_axes),
-        _axes(strides, num_axes),
-        _axes(dilation_rate, num_axes),
+    for size, kernel, stride, dilation in zip(
+        sizes,
+        per_axis(kernel_size, num_axes),
+        per_axis(strides, num_axes),
+        per_axis(dilation_rate, num_axes),
         strict=True,
     ):
         if padding == "valid":
             pads.append(0)
         elif padding == "causal":
             pads.append((kernel - 1) * dilation)
-        elif padding == "same" and size_in is not None and size_out is not None:
-            total = max((size_out - 1) * stride + (kernel - 1) * dilation + 1 - size_in, 0)
-            pads.append(total // 2)
+        elif padding == "same" and size is not None:
+            pads.append(same_padding(size, kernel, stride, dilation)[1] // 2)
         else:
             return None
     return tuple(pads)
@@ -133,7 +126,7 @@ def sliding_geometry(layer, input_shapes, output_shapes):
     `padding` (see `padding_before`)."""
     kernel_size = getattr(layer, "kernel_size", None) or layer.pool_size
     strides, dilation_rate = layer.strides, getattr(layer, "dilation_rate", 1)
-    pads = padding_before(layer, input_shapes, output_shapes, kernel_size, strides, dilation_rate)
+    pads = padding_before(layer, input_shapes, kernel_size, strides, dilation_rate)
     return LayerGeometry.sliding(kernel_size, strides, dilation_rate, pads)
 
 
@@ -239,8 +232,7 @@ def _pad_op_analyzer(operation, input_shapes, output_shapes):
     pad_width = tuple(tuple(pair) for pair in operation.pad_width)
     if len(pad_width) != len(input_shapes[0]):
         return 0, LayerGeometry.identity(None)
-    data_format = keras.config.image_data_format()
-    spatial = pad_width[2:] if data_format == "channels_first" else pad_width[1:-1]
+    _, spatial = channels_and_spatial(pad_width, keras.config.image_data_format())
     return 0, LayerGeometry.identity(tuple(pair[0] for pair in spatial))
 
 

@@ -53,7 +53,7 @@ class LayerGeometry:
     @classmethod
     def sliding(cls, kernel_size, strides=1, dilation_rate=1, pad_before=None):
         """A window slid over the input: convolution or pooling. Without `pad_before`
-        (see `kcnn.analysis.padding_before`) the start is unknown from this layer on."""
+        (see `kcnn.analysis.sliding_geometry`) the start is unknown from this layer on."""
         return cls("sliding", kernel_size, strides, dilation_rate, pad_before)
 
     @classmethod
@@ -85,7 +85,7 @@ class Field(NamedTuple):
     start: tuple
 
 
-def _per_axis(value, num_axes):
+def per_axis(value, num_axes):
     if isinstance(value, numbers.Number):
         return (value,) * num_axes
     value = tuple(value)
@@ -124,7 +124,7 @@ def apply_geometry(geometry, fields, num_axes, input_sizes):
     merged = _merge_fields(fields, num_axes)
     pad_before = (None,) * num_axes
     if geometry.pad_before is not None:
-        pad_before = _per_axis(geometry.pad_before, num_axes)
+        pad_before = per_axis(geometry.pad_before, num_axes)
         if pad_before is None:
             return None
     if geometry.kind == "identity":
@@ -133,9 +133,9 @@ def apply_geometry(geometry, fields, num_axes, input_sizes):
             for start_in, jump_in, pad in zip(merged.start, merged.jump, pad_before, strict=True)
         )
         return merged._replace(start=start)
-    kernel_size = _per_axis(geometry.kernel_size, num_axes)
-    strides = _per_axis(geometry.strides, num_axes)
-    dilation_rate = _per_axis(geometry.dilation_rate, num_axes)
+    kernel_size = per_axis(geometry.kernel_size, num_axes)
+    strides = per_axis(geometry.strides, num_axes)
+    dilation_rate = per_axis(geometry.dilation_rate, num_axes)
     if kernel_size is None or strides is None or dilation_rate is None:
         return None
     receptive_field, jump, start = [], [], []

@@ -286,12 +286,12 @@ def make_dataset(
         erase = augment == "flip_translate_erase"
 
         def batch_augment(batch, seed_pair):
+            if not erase:
+                return (_flip_translate(batch[0], seed_pair, translate),) + batch[1:]
             shift_seed, erase_seed = tf.unstack(
                 tf.random.experimental.stateless_split(seed_pair, 2)
             )
-            images = _flip_translate(batch[0], seed_pair if not erase else shift_seed, translate)
-            if erase:
-                images = _random_erase(images, erase_seed)
+            images = _random_erase(_flip_translate(batch[0], shift_seed, translate), erase_seed)
             return (images,) + batch[1:]
 
     def batch_map(*batch):

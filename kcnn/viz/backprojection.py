@@ -149,7 +149,7 @@ def _seed_at_unit(activations, channel, position):
         )
     seed = np.zeros(activations.shape, np.float32)
     seed[(0, *position, channel)] = values[position]
-    return tf.constant(seed), position
+    return tf.constant(seed)
 
 
 def _project(model, image, rule, layer=None, channel=None, position=None, class_index=None):
@@ -184,7 +184,7 @@ def _project(model, image, rule, layer=None, channel=None, position=None, class_
             f"`channel` must be an int in [0, {channels}) for layer {layer.name!r}. "
             f"Received: channel={channel!r}"
         )
-    seed, _ = _seed_at_unit(activations, int(channel), position)
+    seed = _seed_at_unit(activations, int(channel), position)
     return tape.gradient(activations, inputs, output_gradients=seed)[0].numpy()
 
 
