@@ -1,6 +1,7 @@
 """One-stage object detection: kcnn's anchor-free `Detector` and keras-hub's RetinaNet
 behind one contract; boxes, target assignment, losses, decoding with per-class NMS (TFLite
-builtins only) and COCO evaluation with pycocotools."""
+builtins only) and COCO evaluation with pycocotools; OverFeat's sliding windows and their
+convolutional form."""
 
 from kcnn.detection.anchor_boxes import (
     RetinaNetDecoder,
@@ -36,6 +37,11 @@ from kcnn.detection.detectors import (
 )
 from kcnn.detection.losses import DetectionLoss, varifocal_loss
 from kcnn.detection.retinanet import RetinaNet, set_retinanet_prior
+from kcnn.detection.sliding_windows import (
+    fully_convolutional_classifier,
+    sliding_window_scores,
+    window_stride,
+)
 
 __all__ = [
     "COCOMetricsCallback",
@@ -60,13 +66,16 @@ __all__ = [
     "decode_distances",
     "encode_distances",
     "focal_loss",
+    "fully_convolutional_classifier",
     "load_coco_detections",
     "load_coco_ground_truth",
     "save_coco_detections",
     "set_retinanet_prior",
+    "sliding_window_scores",
     "softplus_for_int8",
     "task_aligned_assign",
     "to_coco_detections",
     "to_coco_ground_truth",
     "varifocal_loss",
+    "window_stride",
 ]
