@@ -2,6 +2,7 @@
 
 from kcnn.models import classic  # noqa: F401  (registers LeNet-5 ... DeconvNet)
 from kcnn.models.classifier import build_classifier
+from kcnn.models.deeplab import DeepLabV3Plus
 from kcnn.models.fcn import FCN
 from kcnn.models.pconv_unet import ConvUNetInpaint, PConvUNet
 from kcnn.models.registry import MODELS, get_model_entry, model_names, register_model
@@ -10,6 +11,7 @@ from kcnn.models.unet import UNet
 
 __all__ = [
     "ConvUNetInpaint",
+    "DeepLabV3Plus",
     "FCN",
     "MODELS",
     "PConvUNet",

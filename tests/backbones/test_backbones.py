@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from kcnn.analysis import analyze
 from kcnn.backbones import (
     BACKBONES,
     build_backbone,
@@ -14,6 +15,7 @@ from kcnn.backbones import (
 from kcnn.backbones.hub import HUB_BUILDERS
 from kcnn.tasks import build_classifier
 
+from ..layers import conv_reference
 from .tiny import ONE_PER_FAMILY, TINY
 
 SIZE = 64
@@ -192,3 +194,75 @@ def test_pyramid_backbone_adapts_a_keras_hub_instance_and_keeps_a_kcnn_one(image
     assert pyramid_backbone(kcnn_backbone) is kcnn_backbone
     with pytest.raises(TypeError, match="`backbone` must be a keras.Model.*Received: str"):
         pyramid_backbone("resnet18")
+
+
+def _atrous_kernel(kernel, rate):
+    """The kernel with `rate - 1` zeros between its taps: an atrous conv as a plain one."""
+    size = (kernel.shape[0] - 1) * rate + 1
+    atrous = np.zeros((size, size, *kernel.shape[2:]))
+    atrous[::rate, ::rate] = kernel
+    return atrous
+
+
+@pytest.mark.parametrize("output_stride", [1, 2])
+def test_dilated_plain_cnn_loads_the_plain_weights_and_matches_a_numpy_atrous_conv(
+    output_stride,
+):
+    arguments = dict(filters=(2, 3, 4), convs_per_level=1, normalization=None)
+    plain = plain_cnn(input_shape=(None, None, 2), **arguments)
+    dilated = plain_cnn(input_shape=(None, None, 2), output_stride=output_stride, **arguments)
+    assert [(w.path, w.shape) for w in dilated.weights] == [
+        (w.path, w.shape) for w in plain.weights
+    ]
+    dilated.set_weights(plain.get_weights())
+    image = np.random.default_rng(0).random((2, 13, 9, 2), dtype=np.float32)
+    # Each level's own map, read off its last layer (the pyramid keeps the deepest per key).
+    levels = keras.Model(
+        dilated.input, [dilated.get_layer(f"level{i}_conv1_act").output for i in range(3)]
+    )
+    dilated_levels = [np.asarray(level) for level in levels(image)]
+    plain_maps, dilated_maps = plain(image), dilated(image)
+    # Levels past the output stride keep its resolution; the deepest of them has its key.
+    assert _shapes(plain, 32, 2) == {"P0": (32, 32), "P1": (16, 16), "P2": (8, 8)}
+    expected = {key: (32 // level_stride(key),) * 2 for key in plain.output}
+    expected = {key: size for key, size in expected.items() if level_stride(key) <= output_stride}
+    assert _shapes(dilated, 32, 2) == expected
+    deepest = f"P{output_stride.bit_length() - 1}"
+    np.testing.assert_array_equal(dilated_maps[deepest], dilated_levels[2])
+    if output_stride == 2:
+        np.testing.assert_allclose(dilated_levels[1], plain_maps["P1"], atol=1e-6)
+    # Level 2 skipped a pooling of 2 after the output stride (and level 1 one more at 1).
+    rate = 4 // output_stride
+    kernel, bias = dilated.get_layer("level2_conv1").get_weights()
+    reference = conv_reference.relu(
+        conv_reference.conv2d(dilated_levels[1], _atrous_kernel(kernel, rate), bias, pad=rate)
+    )
+    np.testing.assert_allclose(dilated_levels[2], reference, atol=1e-5)
+
+
+def test_dilated_plain_cnn_keeps_the_receptive_field_of_its_convolutions():
+    def field_of_p5(output_stride):
+        backbone = plain_cnn(
+            input_shape=(64, 64, 3),
+            filters=(4, 4, 4, 4, 4, 4),
+            convs_per_level=1,
+            output_stride=output_stride,
+        )
+        records = {record.name: record for record in analyze(backbone).layers}
+        return records["level5_conv1"].receptive_field, records["level5_conv1"].jump
+
+    # Araujo et al. 2019: a 3x3 conv adds 2 * dilation * jump, a 2x2 pool adds jump and
+    # doubles it. Plain: conv 3; per level pool + conv, 3 + (1 + 4) + (2 + 8) + (4 + 16)
+    # + (8 + 32) + (16 + 64) = 158 at jump 32. Stride 16: P5 skips its pool (-16) and its
+    # conv, dilated 2 at jump 16, adds 2 * 2 * 16 = 64 as before: 142 at jump 16. Stride
+    # 8: P4 and P5 skip their pools (-8, -16), their convs (dilated 2 and 4 at jump 8)
+    # add 32 and 64: 134 at jump 8.
+    assert field_of_p5(None) == (158, 32)
+    assert field_of_p5(16) == (142, 16)
+    assert field_of_p5(8) == (134, 8)
+
+
+@pytest.mark.parametrize("output_stride", [0, 12, 16.0, True, "16"])
+def test_plain_cnn_rejects_an_output_stride_that_is_not_a_power_of_2(output_stride):
+    with pytest.raises(ValueError, match=r"`output_stride` must be None or a power of 2"):
+        plain_cnn(filters=(4, 8), output_stride=output_stride)

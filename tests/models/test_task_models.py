@@ -6,7 +6,7 @@ import pytest
 
 from kcnn.backbones import build_backbone
 from kcnn.detection import DetectionLoss, Detector, RetinaNet, detection_decoder
-from kcnn.models import FCN, ConvUNetInpaint, PConvUNet, SegNet, UNet
+from kcnn.models import FCN, ConvUNetInpaint, DeepLabV3Plus, PConvUNet, SegNet, UNet
 from kcnn.training.fitting import undistributed_copy
 
 RNG = np.random.default_rng(0)
@@ -20,6 +20,12 @@ def _backbone(filters=(8, 8, 8)):
 CASES = {
     "unet": (lambda: UNet(_backbone(), 3, decoder_filters=(8, 4)), {"decoder_filters": [8, 4]}),
     "fcn": (lambda: FCN(_backbone(), 3, skip_levels=1), {"skip_levels": 1}),
+    "deeplabv3plus": (
+        lambda: DeepLabV3Plus(
+            _backbone((8, 8, 8, 8)), 3, output_stride=8, atrous_rates=(1, 2), aspp_filters=8
+        ),
+        {"atrous_rates": [1, 2], "output_stride": 8},
+    ),
     "segnet": (
         lambda: SegNet((SIZE, SIZE, 3), 4, filters=(8, 16), convs_per_stage=(1, 1)),
         {"input_shape": [SIZE, SIZE, 3], "filters": [8, 16]},
