@@ -10,7 +10,7 @@ PER_CLASS ?= 3
 SEEDS ?= 0
 PRETRAINED := runs/transfer_pretrain/model.keras
 
-.PHONY: setup train train-segment train-inpaint train-detect train-fashion transfer-demo notebooks notebook-pictures test lint evaluate export analyze help
+.PHONY: setup train train-segment train-inpaint train-detect train-localize train-fashion transfer-demo notebooks notebook-pictures test lint evaluate export analyze help
 
 help:
 	@echo "make train          train the default experiment ($(CONFIG)), evaluate, plot, export"
@@ -20,6 +20,7 @@ help:
 	@echo "make train-segment  U-Net segmentation of the built-in shapes scenes"
 	@echo "make train-inpaint  partial-convolution U-Net inpainting of held-out photo crops"
 	@echo "make train-detect   anchor-free detector on the built-in shapes scenes, COCO mAP"
+	@echo "make train-localize class + box of Fashion-MNIST items placed at random on a canvas"
 	@echo "make transfer-demo  Fashion-MNIST features on a few digits, against training from scratch"
 	@echo "make evaluate RUN=runs/<name>   make export RUN=runs/<name>   make analyze CONFIG=..."
 	@echo "make lint           ruff check and format check"
@@ -38,6 +39,9 @@ train-inpaint: setup
 
 train-detect: setup
 	$(KCNN) train configs/detect_shapes.yaml
+
+train-localize: setup
+	$(KCNN) train configs/localize_fashion.yaml
 
 train-fashion: setup
 	$(KCNN) train configs/fashion_mnist.yaml

@@ -13,6 +13,9 @@ A kcnn SavedModel has two endpoints:
   - inpainting: `images` uint8 (B, H, W, 3) and `masks` uint8 (B, H, W, 1), nonzero = known
     pixel -> `inpainted` uint8 (B, H, W, 3), the known pixels kept and the holes filled, and
     `prediction`, the network's float32 output in [0, 1];
+  - localization: `images` uint8 (B, H, W, C) -> `box` float32 (B, 4) `(x_min, y_min,
+    x_max, y_max)` in pixels of the input image, `class_index` int32 (B,), `label` (B,)
+    strings, `score` (B,) (the class probability) and `probabilities` (B, K);
   - detection: `images` uint8 (B, H, W, C) -> after decoding and per-class NMS, `boxes`
     float32 (B, D, 4) `(x_min, y_min, x_max, y_max)` in pixels of the input image, `scores`
     (B, D), `classes` int32 (B, D), `class_names` (B, D) strings and `count` int32 (B,):
@@ -134,6 +137,31 @@ def inpainting_endpoint(model, image_size=None):
         return {
             "inpainted": tf.cast(tf.round(result * 255.0), tf.uint8),
             "prediction": prediction,
+        }
+
+    return serve
+
+
+def localization_endpoint(model, class_names, image_size=None):
+    """uint8 `images` -> `box` (B, 4) in pixels of the input image, `class_index`, `label`,
+    `score` and `probabilities`, from a model whose output is the box as fractions of the
+    image (4 numbers) followed by the class probabilities."""
+    size = spatial_size(model, image_size)
+    labels = tf.constant([str(name) for name in class_names])
+
+    def serve(images):
+        input_size = tf.cast(tf.shape(images)[1:3], tf.float32)
+        outputs = model(_unit_images(images, size), training=False)
+        probabilities = outputs[:, 4:]
+        indices = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        # Fractions of the image are the same before and after resizing.
+        scale = tf.stack([input_size[1], input_size[0]] * 2)
+        return {
+            "box": outputs[:, :4] * scale,
+            "class_index": indices,
+            "label": tf.gather(labels, indices),
+            "score": tf.reduce_max(probabilities, axis=-1),
+            "probabilities": probabilities,
         }
 
     return serve

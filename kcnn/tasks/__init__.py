@@ -1,6 +1,6 @@
 """Tasks: each kind of problem behind one `Task` contract (see `kcnn.tasks.base`).
 
-Importing this package registers the four built-in tasks; `get_task(name)` returns one and
+Importing this package registers the five built-in tasks; `get_task(name)` returns one and
 `task_names()` lists them.
 """
 
@@ -16,6 +16,7 @@ from kcnn.tasks.inpainting import (
     inpainting_loss,
     inpainting_scores,
 )
+from kcnn.tasks.localization import LocalizationLoss, LocalizationTask, localization_scores
 from kcnn.tasks.losses import (
     CrossEntropyLoss,
     DiceLoss,
@@ -37,6 +38,8 @@ __all__ = [
     "InpaintingLoss",
     "InpaintingTask",
     "JaccardLoss",
+    "LocalizationLoss",
+    "LocalizationTask",
     "PeakSignalToNoiseRatio",
     "SegmentationTask",
     "StructuralSimilarity",
@@ -46,6 +49,7 @@ __all__ = [
     "get_task",
     "inpainting_loss",
     "inpainting_scores",
+    "localization_scores",
     "register_task",
     "segmentation_loss",
     "segmentation_scores",
