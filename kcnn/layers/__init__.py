@@ -7,6 +7,7 @@ from kcnn.layers.depthwise_separable_conv2d import DepthwiseSeparableConv2D
 from kcnn.layers.fractional_max_pooling2d import FractionalMaxPooling2D
 from kcnn.layers.inception_module import InceptionModule
 from kcnn.layers.local_response_normalization import LocalResponseNormalization
+from kcnn.layers.locally_connected2d import LocallyConnected2D
 from kcnn.layers.max_pooling_with_argmax2d import MaxPoolingWithArgmax2D
 from kcnn.layers.max_unpooling2d import MaxUnpooling2D
 from kcnn.layers.partial_conv2d import PartialConv2D
@@ -22,6 +23,7 @@ __all__ = [
     "FractionalMaxPooling2D",
     "InceptionModule",
     "LocalResponseNormalization",
+    "LocallyConnected2D",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
     "PartialConv2D",

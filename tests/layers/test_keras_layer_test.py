@@ -18,6 +18,7 @@ from kcnn.layers import (
     DepthwiseSeparableConv2D,
     FractionalMaxPooling2D,
     InceptionModule,
+    LocallyConnected2D,
     LocalResponseNormalization,
     MaxPoolingWithArgmax2D,
     MaxUnpooling2D,
@@ -103,6 +104,16 @@ class KerasLayerTest(TestCase):
             input_shape=(2, 3, 4, 2),
             expected_output_shape=(2, 6, 8, 2),
             expected_num_trainable_weights=0,
+        )
+
+    def test_locally_connected2d(self):
+        self.run_layer_test(
+            LocallyConnected2D,
+            {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "same"},
+            input_shape=(2, 7, 6, 2),
+            expected_output_shape=(2, 4, 3, 3),
+            # One kernel and one bias, each holding a separate set per output position.
+            expected_num_trainable_weights=2,
         )
 
     def test_local_response_normalization(self):

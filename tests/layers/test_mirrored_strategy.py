@@ -17,6 +17,7 @@ def test_mirrored_strategy_matches_one_device():
         from kcnn.layers import (
             BedOfNailsUpsampling2D,
             InceptionModule,
+            LocallyConnected2D,
             LocalResponseNormalization,
             SubmanifoldConv2D,
         )
@@ -27,7 +28,8 @@ def test_mirrored_strategy_matches_one_device():
             x = LocalResponseNormalization(1, 1.0, 0.1, 0.75)(x)
             x = InceptionModule(2, 2, 3, 1, 2, 2)(x)
             x = BedOfNailsUpsampling2D(2)(x)
-            outputs = keras.layers.Conv2D(2, 3, padding="same")(x)
+            x = keras.layers.Conv2D(2, 3, padding="same")(x)
+            outputs = LocallyConnected2D(2, 3, padding="same")(x)
             return keras.Model([image, mask], outputs)
 
         rng = np.random.default_rng(0)
