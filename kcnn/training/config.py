@@ -42,9 +42,12 @@ class DataConfig:
 
     `name` is a dataset of `kcnn.data` for the task: "fashion_mnist", "digits",
     "image_folder" (classification), "shapes", "segmentation_folders" (segmentation),
-    "photos" (inpainting), "shapes" (detection); `args`
-    are its own keyword arguments (e.g. `train_count` for shapes). When it is not available
-    on this machine and `fallback` names another, that one is used and the run says so.
+    "photos" (inpainting), "shapes" (detection), "localized_fashion_mnist", "shapes"
+    (localization); `args` are its own keyword arguments (e.g. `train_count` for shapes).
+    When it is not available on this machine and `fallback` names another, that one is used
+    and the run says so. `augment` names the task's augmentation (e.g. "flip"); for
+    classification it may also be a list of AlexNet-style augmentations
+    (`kcnn.data.augment.LIST_AUGMENTATIONS`), applied in order.
     `train_per_class` keeps that many training images of each class (seeded by
     `runtime.seed`), for low-data and transfer-learning experiments; the test split is kept
     whole.
@@ -57,7 +60,7 @@ class DataConfig:
     image_size: int | None = None
     batch_size: int = 128
     validation_fraction: float = 0.1
-    augment: str | None = None
+    augment: str | list | None = None
     shuffle_buffer: int | None = None
     train_per_class: int | None = None
 
