@@ -5,6 +5,12 @@ Built-in data needs no network: Fashion-MNIST from the Debian package
 scikit-image's public-domain photos, crops of those photos, and irregular hole masks.
 """
 
+from kcnn.data.augment import (
+    LIST_AUGMENTATIONS,
+    PCALighting,
+    augmentation_layers,
+    pca_lighting_basis,
+)
 from kcnn.data.detection import (
     DETECTION_AUGMENTATIONS,
     DETECTION_DATASETS,
@@ -78,9 +84,11 @@ __all__ = [
     "DetectionData",
     "INPAINTING_DATASETS",
     "InpaintingData",
+    "LIST_AUGMENTATIONS",
     "LOCALIZATION_AUGMENTATIONS",
     "LOCALIZATION_DATASETS",
     "LocalizationData",
+    "PCALighting",
     "SEGMENTATION_DATASETS",
     "SegmentationData",
     "DEFAULT_FASHION_MNIST_DIR",
@@ -92,6 +100,7 @@ __all__ = [
     "SHAPE_CLASSES",
     "SHAPES_CLASS_NAMES",
     "ShapesData",
+    "augmentation_layers",
     "bucketed_masks",
     "hole_ratio",
     "irregular_masks",
@@ -116,6 +125,7 @@ __all__ = [
     "make_shapes",
     "pad_boxes",
     "paste_items",
+    "pca_lighting_basis",
     "per_class_subset",
     "split_validation",
     "read_idx",

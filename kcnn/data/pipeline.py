@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn._validation import check_positive_int
+from kcnn.data.augment import augmentation_layers
 
 AUGMENTATIONS = ("flip", "flip_translate")
 # Segmentation also takes these: a random zoom-in (scale up to SCALE_RANGE, crop back) applied
@@ -192,7 +193,16 @@ def _to_unit_float(images):
 
 
 def _build(
-    elements, count, batch_size, shuffle, seed, batch_augment, batch_map, drop_remainder, repeat
+    elements,
+    count,
+    batch_size,
+    shuffle,
+    seed,
+    batch_augment,
+    batch_map,
+    drop_remainder,
+    repeat,
+    parallel_map=True,
 ):
     dataset = tf.data.Dataset.from_tensor_slices(elements)
     if shuffle:
@@ -207,7 +217,10 @@ def _build(
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             batch_augment, num_parallel_calls=tf.data.AUTOTUNE
         )
-    dataset = dataset.map(batch_map, num_parallel_calls=tf.data.AUTOTUNE)
+    # Keras's random layers draw from a seed generator whose state each call advances: they
+    # give the same batches for the same seed only when the batches are mapped in order.
+    parallel = tf.data.AUTOTUNE if parallel_map else None
+    dataset = dataset.map(batch_map, num_parallel_calls=parallel)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -237,6 +250,11 @@ def make_dataset(
     - `"flip_translate_erase"`: the flip and the shift, then random erasing (Zhong
       et al. 2020): with probability 0.5 a rectangle of 2-40% of the image, aspect
       0.3-3.3, is filled with random values.
+    - a list of names from `kcnn.data.augment.LIST_AUGMENTATIONS` (`"flip"`,
+      `"random_resized_crop"`, `"rotation"`, `"color_jitter"`, `"pca_lighting"`):
+      AlexNet-style augmentation by Keras's preprocessing layers, applied in the list's
+      order (see `kcnn.data.augment`), seeded from `seed`; batches are then mapped in
+      order, which keeps them reproducible.
 
     Args:
         images: array `(N, H, W, C)`, uint8 or float in `[0, 1]`.
@@ -246,8 +264,8 @@ def make_dataset(
         shuffle: bool. Shuffle (reshuffling each epoch, seeded). Defaults to
             `False`.
         seed: int. Seed of shuffling and augmentation. Defaults to `0`.
-        augment: None, `"flip"`, `"flip_translate"`, `"flip_translate_erase"`, or a
-            callable mapping a
+        augment: None, `"flip"`, `"flip_translate"`, `"flip_translate_erase"`, a list
+            of names (above), or a callable mapping a
             float32 image batch `(B, H, W, C)` to an augmented batch (e.g. a
             `keras.Sequential` of preprocessing layers). Defaults to `None`.
         drop_remainder: bool. Drop the last incomplete batch. Defaults to
@@ -273,7 +291,11 @@ def make_dataset(
     """
     images = _check_images(images)
     batch_size = check_positive_int(batch_size, "batch_size")
-    _check_augment(augment, CLASSIFICATION_AUGMENTATIONS)
+    layers = []
+    if isinstance(augment, list | tuple):
+        layers = augmentation_layers(list(augment), images, seed)
+    else:
+        _check_augment(augment, CLASSIFICATION_AUGMENTATIONS)
     elements = (images,)
     if labels is not None:
         labels = np.asarray(labels)
@@ -298,6 +320,8 @@ def make_dataset(
         batch_images = _to_unit_float(batch[0])
         if callable(augment):
             batch_images = augment(batch_images)
+        for layer in layers:
+            batch_images = layer(batch_images, training=True)
         return (batch_images,) + batch[1:] if labels is not None else batch_images
 
     return _build(
@@ -310,6 +334,7 @@ def make_dataset(
         batch_map,
         drop_remainder,
         repeat,
+        parallel_map=not layers,
     )
 
 
