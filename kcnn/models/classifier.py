@@ -44,12 +44,23 @@ def build_classifier(
     (None, 10)
     """
     del input_shape
+    inputs, feature = classifier_input(backbone, num_classes, dropout, level)
+    outputs = softmax_head(feature, num_classes, dropout)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def classifier_input(backbone, num_classes, dropout, level):
+    """Checks a classifier's arguments and wires the backbone: `(inputs, feature map)`, the
+    feature map being the pyramid level `level` (the coarsest when None).
+
+    Raises:
+        ValueError: as `build_classifier`.
+    """
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
     backbone = pyramid_backbone(backbone)
-    # --- layers and functional graph ---
     inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
     features = pyramid_features(backbone, inputs)
     if level is None:
@@ -59,10 +70,13 @@ def build_classifier(
             f"`level` must be one of the backbone's levels {sorted_levels(features)}. "
             f"Received: level={level!r}"
         )
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(features[level])
+    return inputs, features[level]
+
+
+def softmax_head(feature, num_classes, dropout, prefix="", name="predictions"):
+    """Global average pooling, optional dropout and a float32 dense softmax, named
+    `{prefix}pool`, `{prefix}dropout` and `name`."""
+    x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}pool")(feature)
     if dropout:
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(
-        num_classes, activation="softmax", dtype="float32", name="predictions"
-    )(x)
-    return keras.Model(inputs, outputs, name=name)
+        x = keras.layers.Dropout(dropout, name=f"{prefix}dropout")(x)
+    return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=name)(x)

@@ -4,7 +4,7 @@ import keras
 
 from kcnn._serialization import register
 from kcnn._validation import check_positive_int
-from kcnn.backbones import pyramid_backbone, pyramid_features, sorted_levels
+from kcnn.models.classifier import classifier_input, softmax_head
 from kcnn.models.registry import register_model
 
 
@@ -92,35 +92,16 @@ def build_localizer(
     (None, 14)
     """
     del input_shape
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"`num_classes` must be an int >= 2. Received: num_classes={num_classes}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
     box_filters = check_positive_int(box_filters, "box_filters")
     box_units = check_positive_int(box_units, "box_units")
-    backbone = pyramid_backbone(backbone)
     # --- layers and functional graph ---
-    inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
-    features = pyramid_features(backbone, inputs)
-    if level is None:
-        level = sorted_levels(features)[-1]
-    if level not in features:
-        raise ValueError(
-            f"`level` must be one of the backbone's levels {sorted_levels(features)}. "
-            f"Received: level={level!r}"
-        )
-    feature = features[level]
+    inputs, feature = classifier_input(backbone, num_classes, dropout, level)
     if None in feature.shape[1:3]:
         raise ValueError(
             "The box head flattens the feature map, so the backbone needs a fixed input "
-            f"size. Received: level {level} of shape {feature.shape}"
+            f"size. Received: a feature map of shape {feature.shape}"
         )
-    x = keras.layers.GlobalAveragePooling2D(name="class_pool")(feature)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="class_dropout")(x)
-    classes = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="class")(
-        x
-    )
+    classes = softmax_head(feature, num_classes, dropout, prefix="class_", name="class")
     box = keras.layers.Conv2D(box_filters, 1, activation="relu", name="box_reduce")(feature)
     box = keras.layers.Flatten(name="box_flatten")(box)
     box = keras.layers.Dense(box_units, activation="relu", name="box_hidden")(box)
