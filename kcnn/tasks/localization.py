@@ -241,7 +241,12 @@ class LocalizationTask(Task):
             for output in np.asarray(predictions)[:count]
         ]
         figure = plot_detection_grid(
-            data.x_test[:count], truth, predicted, data.class_names, title="test split"
+            data.x_test[:count],
+            truth,
+            predicted,
+            data.class_names,
+            title="test split",
+            column_titles=("ground truth", "prediction"),
         )
         return {"predictions.png": figure}
 

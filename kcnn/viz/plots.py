@@ -280,7 +280,15 @@ def plot_boxes(image, boxes, labels, scores=None, class_names=None, title=None):
     return figure
 
 
-def plot_detection_grid(images, ground_truth, detections, class_names, max_rows=6, title=None):
+def plot_detection_grid(
+    images,
+    ground_truth,
+    detections,
+    class_names,
+    max_rows=6,
+    title=None,
+    column_titles=("ground truth", "detections"),
+):
     """Rows of ground-truth boxes / detected boxes (class name and score) on images.
 
     Args:
@@ -291,6 +299,9 @@ def plot_detection_grid(images, ground_truth, detections, class_names, max_rows=
         class_names: sequence of names, indexed by the classes.
         max_rows: int. At most this many images. Defaults to 6.
         title: str or None.
+        column_titles: pair of str, above the two columns. Defaults to
+            `("ground truth", "detections")`; with another second title the count of
+            detections under each image is left out (e.g. one prediction per image).
 
     Returns:
         A matplotlib `Figure`: one row per image, ground truth left, detections right.
@@ -308,12 +319,13 @@ def plot_detection_grid(images, ground_truth, detections, class_names, max_rows=
     figure, axes = plt.subplots(rows, 2, figsize=(6, 3 * rows), squeeze=False)
     for row in range(rows):
         true_axis, detected_axis = axes[row]
-        show_image(true_axis, images[row], "ground truth" if row == 0 else None)
+        show_image(true_axis, images[row], column_titles[0] if row == 0 else None)
         draw_boxes(true_axis, *ground_truth[row], class_names=class_names)
         boxes, classes, scores = detections[row]
-        show_image(detected_axis, images[row], "detections" if row == 0 else None)
+        show_image(detected_axis, images[row], column_titles[1] if row == 0 else None)
         draw_boxes(detected_axis, boxes, classes, scores, class_names)
-        detected_axis.set_xlabel(f"{len(boxes)} detections", fontsize=8)
+        if column_titles[1] == "detections":
+            detected_axis.set_xlabel(f"{len(boxes)} detections", fontsize=8)
     if title:
         figure.suptitle(title)
     figure.tight_layout(rect=(0, 0, 1, 0.98 if title else 1))

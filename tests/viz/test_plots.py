@@ -105,6 +105,11 @@ def test_detection_grid_draws_ground_truth_left_and_detections_right():
     assert len(figure.axes[3].texts) == 0 and figure.axes[3].get_xlabel() == "0 detections"
     with pytest.raises(ValueError, match="must describe the same images"):
         plot_detection_grid(images, ground_truth[:2], detections, names)
+    one_each = plot_detection_grid(
+        images, ground_truth, detections, names, column_titles=("truth", "prediction")
+    )
+    assert [axis.get_title() for axis in one_each.axes[:2]] == ["truth", "prediction"]
+    assert one_each.axes[1].get_xlabel() == ""
 
 
 def test_training_curves_give_validation_only_metrics_a_panel():
