@@ -139,27 +139,23 @@ def _localized_fashion_mnist(
 
 def _single_shapes(count, image_size, seed):
     """`count` one-shape scenes: `make_shapes` with `max_shapes=1`, skipping the rare scene
-    where the shape could not be placed."""
-    images, rows = [], []
+    where the shape could not be placed (`make_shapes(n)` is a prefix of `make_shapes(m)`,
+    so drawing more keeps the scenes already kept)."""
     drawn = count
-    while len(images) < count:
+    while True:
         scenes = make_shapes(drawn, image_size=image_size, seed=seed, max_shapes=1)
-        images, rows = [], []
-        for image, boxes, classes in zip(
-            scenes.images, scenes.boxes, scenes.box_classes, strict=True
-        ):
-            if len(boxes) == 1:
-                images.append(image)
-                # make_shapes numbers its shapes from 1 (0 is its background class).
-                rows.append((*boxes[0], classes[0] - 1))
-        drawn += count - len(images)
-    images = (
-        np.stack(images[:count]) if count else np.zeros((0, *scenes.images.shape[1:]), np.uint8)
-    )
-    return images, np.asarray(rows[:count], np.float32).reshape(count, 5)
+        kept = [index for index, boxes in enumerate(scenes.boxes) if len(boxes) == 1][:count]
+        if len(kept) == count:
+            break
+        drawn += count - len(kept)
+    # make_shapes numbers its shapes from 1 (0 is its background class).
+    rows = [(*scenes.boxes[index][0], scenes.box_classes[index][0] - 1) for index in kept]
+    return scenes.images[kept], np.asarray(rows, np.float32).reshape(count, 5)
 
 
 def _shapes(train_count=1000, test_count=200, image_size=64, seed=0):
+    check_positive_int(train_count, "train_count", minimum=0)
+    check_positive_int(test_count, "test_count", minimum=0)
     train = _single_shapes(train_count, image_size, seed)
     test = _single_shapes(test_count, image_size, seed + TEST_SEED_OFFSET)
     return (*train, *test, SHAPE_CLASSES)

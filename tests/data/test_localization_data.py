@@ -81,6 +81,10 @@ def test_single_shape_scenes_are_make_shapes_scenes_with_zero_based_classes():
         for row, mask, classes in zip(rows, scenes.masks, scenes.box_classes, strict=True):
             assert row[:4].tolist() == tight_box(mask[..., None], 1)
             assert row[4] == classes[0] - 1
+    empty = load_localization_data("shapes", train_count=2, test_count=0, image_size=32)
+    assert empty.x_test.shape == (0, 32, 32, 3) and empty.y_test.shape == (0, 5)
+    with pytest.raises(ValueError, match=r"`train_count` must be a non-negative int"):
+        load_localization_data("shapes", train_count=-1)
 
 
 def test_localized_fashion_mnist_draws_train_and_test_items_from_their_splits():
