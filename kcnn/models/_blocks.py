@@ -6,6 +6,24 @@ from kcnn._serialization import register
 from kcnn._validation import check_positive_int
 from kcnn.layers import DepthwiseSeparableConv2D
 
+# Momentum of the decoders' batch norms (as `kcnn.backbones.plain_cnn`'s, PyTorch's 0.1).
+BATCH_NORM_MOMENTUM = 0.9
+
+
+def conv_bn_relu(x, filters, kernel_size, name, dilation_rate=1):
+    """A "same" conv without bias -> batch norm -> ReLU, named `name`, `name_bn`,
+    `name_relu`."""
+    x = keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        padding="same",
+        dilation_rate=dilation_rate,
+        use_bias=False,
+        name=name,
+    )(x)
+    x = keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"{name}_bn")(x)
+    return keras.layers.Activation("relu", name=f"{name}_relu")(x)
+
 
 def conv_block(x, filters, convs=2, separable=False, name="block"):
     """`convs` x (3x3 conv -> batch norm -> ReLU), or depthwise-separable convs."""
@@ -13,10 +31,8 @@ def conv_block(x, filters, convs=2, separable=False, name="block"):
         prefix = f"{name}_conv{index + 1}"
         if separable:
             x = DepthwiseSeparableConv2D(filters, 3, name=prefix)(x)
-            continue
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=prefix)(x)
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn")(x)
-        x = keras.layers.Activation("relu", name=f"{prefix}_relu")(x)
+        else:
+            x = conv_bn_relu(x, filters, 3, prefix)
     return x
 
 

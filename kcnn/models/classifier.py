@@ -45,7 +45,7 @@ def build_classifier(
     """
     del input_shape
     inputs, feature = classifier_input(backbone, num_classes, dropout, level)
-    outputs = softmax_head(feature, num_classes, dropout)
+    outputs = pooled_softmax_head(feature, num_classes, dropout)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -73,7 +73,7 @@ def classifier_input(backbone, num_classes, dropout, level):
     return inputs, features[level]
 
 
-def softmax_head(feature, num_classes, dropout, prefix="", name="predictions"):
+def pooled_softmax_head(feature, num_classes, dropout, prefix="", name="predictions"):
     """Global average pooling, optional dropout and a float32 dense softmax, named
     `{prefix}pool`, `{prefix}dropout` and `name`."""
     x = keras.layers.GlobalAveragePooling2D(name=f"{prefix}pool")(feature)

@@ -21,12 +21,11 @@ from kcnn._validation import check_positive_int, is_int, is_number
 from kcnn.analysis import LayerGeometry, register_layer_analyzer
 from kcnn.backbones import level_stride, pyramid_backbone, pyramid_features, sorted_levels
 from kcnn.layers import DepthwiseSeparableConv2D
-from kcnn.models._blocks import conv_block, match_size
+from kcnn.models._blocks import BATCH_NORM_MOMENTUM, conv_block, conv_bn_relu, match_size
 from kcnn.models._task_model import TaskModel
 from kcnn.models.registry import register_model
 
 OUTPUT_STRIDES = (8, 16, 32)
-BATCH_NORM_MOMENTUM = 0.9  # as kcnn's other decoders (see `kcnn.backbones.plain_cnn`)
 
 
 @register
@@ -246,22 +245,9 @@ def _aspp_level(strides, output_stride, low_level, backbone_name):
     return candidates[-1]
 
 
-def _conv_bn_relu(x, filters, kernel_size, name, dilation_rate=1):
-    x = keras.layers.Conv2D(
-        filters,
-        kernel_size,
-        padding="same",
-        dilation_rate=dilation_rate,
-        use_bias=False,
-        name=name,
-    )(x)
-    x = keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"{name}_bn")(x)
-    return keras.layers.Activation("relu", name=f"{name}_relu")(x)
-
-
 def _aspp(x, atrous_rates, filters, separable, dropout):
     """Atrous spatial pyramid pooling with image-level features (DeepLabV3, section 3.3)."""
-    branches = [_conv_bn_relu(x, filters, 1, "aspp_conv1x1")]
+    branches = [conv_bn_relu(x, filters, 1, "aspp_conv1x1")]
     for index, rate in enumerate(atrous_rates, start=1):
         name = f"aspp_atrous{index}"
         if separable:
@@ -275,12 +261,12 @@ def _aspp(x, atrous_rates, filters, separable, dropout):
                 )(x)
             )
         else:
-            branches.append(_conv_bn_relu(x, filters, 3, name, dilation_rate=rate))
+            branches.append(conv_bn_relu(x, filters, 3, name, dilation_rate=rate))
     pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name="aspp_image_pool")(x)
-    pooled = _conv_bn_relu(pooled, filters, 1, "aspp_image_conv")
+    pooled = conv_bn_relu(pooled, filters, 1, "aspp_image_conv")
     branches.append(SpatialBroadcast(name="aspp_image_broadcast")([pooled, x]))
     x = keras.layers.Concatenate(name="aspp_concat")(branches)
-    x = _conv_bn_relu(x, filters, 1, "aspp_projection")
+    x = conv_bn_relu(x, filters, 1, "aspp_projection")
     if dropout:
         x = keras.layers.Dropout(dropout, name="aspp_dropout")(x)
     return x
@@ -290,7 +276,7 @@ def _decoder(x, low_level_features, factor, low_level_filters, filters, separabl
     """DeepLabV3+'s decoder (section 3.1) up to the last 3x3 conv."""
     x = keras.layers.UpSampling2D(factor, interpolation="bilinear", name="decoder_up")(x)
     x = match_size(x, low_level_features, name="decoder_match")
-    low = _conv_bn_relu(low_level_features, low_level_filters, 1, "decoder_low_level")
+    low = conv_bn_relu(low_level_features, low_level_filters, 1, "decoder_low_level")
     x = keras.layers.Concatenate(name="decoder_concat")([x, low])
     return conv_block(x, filters, 2, separable, "decoder")
 

@@ -4,7 +4,7 @@ import keras
 
 from kcnn._serialization import register
 from kcnn._validation import check_positive_int
-from kcnn.models.classifier import classifier_input, softmax_head
+from kcnn.models.classifier import classifier_input, pooled_softmax_head
 from kcnn.models.registry import register_model
 
 
@@ -101,7 +101,7 @@ def build_localizer(
             "The box head flattens the feature map, so the backbone needs a fixed input "
             f"size. Received: a feature map of shape {feature.shape}"
         )
-    classes = softmax_head(feature, num_classes, dropout, prefix="class_", name="class")
+    classes = pooled_softmax_head(feature, num_classes, dropout, prefix="class_", name="class")
     box = keras.layers.Conv2D(box_filters, 1, activation="relu", name="box_reduce")(feature)
     box = keras.layers.Flatten(name="box_flatten")(box)
     box = keras.layers.Dense(box_units, activation="relu", name="box_hidden")(box)
