@@ -9,6 +9,7 @@ import os
 
 import keras_hub
 
+from kcnn.backbones.block_cnn import BLOCK_TYPES, block_cnn
 from kcnn.backbones.hub import HUB_BUILDERS
 from kcnn.backbones.plain import plain_cnn
 from kcnn.backbones.pyramid import (
@@ -19,10 +20,14 @@ from kcnn.backbones.pyramid import (
     sorted_levels,
 )
 
-BACKBONES = ("plain_cnn", *HUB_BUILDERS)
+BACKBONES = ("plain_cnn", "block_cnn", *HUB_BUILDERS)
+# Built by kcnn itself (no keras-hub), so they take only a `.weights.h5` file as weights.
+_KCNN_BUILDERS = {"plain_cnn": plain_cnn, "block_cnn": block_cnn}
 
 __all__ = [
     "BACKBONES",
+    "BLOCK_TYPES",
+    "block_cnn",
     "build_backbone",
     "level_name",
     "level_stride",
@@ -52,8 +57,8 @@ def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
     """Builds a backbone by name from constructor arguments, with no network access.
 
     Args:
-        name: str. One of `kcnn.backbones.BACKBONES`: `"plain_cnn"`, `"resnet18"`,
-            `"resnet34"`, `"resnet50"`, `"resnet101"`, `"resnet152"`,
+        name: str. One of `kcnn.backbones.BACKBONES`: `"plain_cnn"`, `"block_cnn"`,
+            `"resnet18"`, `"resnet34"`, `"resnet50"`, `"resnet101"`, `"resnet152"`,
             `"mobilenetv3_small"`, `"mobilenetv3_large"`, `"efficientnet_b0"` to `"_b2"`,
             `"csp_darknet53"`, `"csp_darknet_tiny"`, `"densenet121"`, `"densenet169"`,
             `"vgg16"`, `"xception"`, `"hgnetv2_b0"`.
@@ -65,13 +70,13 @@ def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
             `backbone.save_weights(path)` wrote for a kcnn backbone of the same name and
             arguments. Defaults to None (random initialisation).
         **kwargs: constructor arguments that replace the published defaults, e.g.
-            `stackwise_num_filters=[8, 16, 32, 64]` for a tiny ResNet, or `filters=(16, 32)`
-            for `plain_cnn`.
+            `stackwise_num_filters=[8, 16, 32, 64]` for a tiny ResNet, `filters=(16, 32)`
+            for `plain_cnn`, or `blocks=["plain", "residual"]` for `block_cnn`.
 
     Returns:
         A functional `keras.Model` whose output is a dict keyed by pyramid level
-        (`"P1"`..`"P5"`, stride 2**k; `plain_cnn` also gives `"P0"`), also available as
-        its `pyramid_outputs` attribute.
+        (`"P1"`..`"P5"`, stride 2**k; `plain_cnn` and `block_cnn` also give `"P0"`), also
+        available as its `pyramid_outputs` attribute.
 
     Raises:
         ValueError: if `name` is unknown or `weights` is not a `.weights.h5` file.
@@ -85,12 +90,12 @@ def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
             f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}"
         )
     if weights is not None and os.path.isdir(os.fspath(weights)):
-        if name == "plain_cnn":
-            raise ValueError("`weights` for plain_cnn must be a .weights.h5 file, not a folder.")
+        if name in _KCNN_BUILDERS:
+            raise ValueError(f"`weights` for {name} must be a .weights.h5 file, not a folder.")
         raw = keras_hub.models.Backbone.from_preset(os.fspath(weights))
         return pyramid_backbone(raw, name=name)
-    if name == "plain_cnn":
-        model = plain_cnn(input_shape=input_shape, **kwargs)
+    if name in _KCNN_BUILDERS:
+        model = _KCNN_BUILDERS[name](input_shape=input_shape, **kwargs)
     else:
         builder = HUB_BUILDERS[name]
         reference = None

@@ -77,7 +77,7 @@ def test_plain_cnn_levels_and_weights_are_shared_with_the_pyramid():
 
 
 def test_every_listed_backbone_has_a_builder():
-    assert set(BACKBONES) == {"plain_cnn", *HUB_BUILDERS}
+    assert set(BACKBONES) == {"plain_cnn", "block_cnn", *HUB_BUILDERS}
     for name in ("resnet34", "resnet101", "resnet152", "efficientnet_b2", "csp_darknet53"):
         assert name in BACKBONES
 

@@ -32,6 +32,7 @@ _DENSENET = dict(stackwise_num_repeats=[1, 1, 1, 1], growth_rate=4)
 # Small versions of each architecture: the family's code, a few channels.
 TINY = {
     "plain_cnn": dict(filters=(4, 4, 8, 8, 8, 8), convs_per_level=1),
+    "block_cnn": dict(filters=(4, 4, 8, 8, 8, 8), depths=1),
     **{name: _RESNET for name in BACKBONES if name.startswith("resnet")},
     "mobilenetv3_small": _MOBILENET,
     # The large model's first block keeps stride 1 (the small one's halves).
