@@ -4,13 +4,16 @@ PYTHON := $(VENV)/bin/python
 KCNN := $(VENV)/bin/kcnn
 CONFIG ?= configs/default.yaml
 RUN ?=
+TUNE_CONFIG ?= configs/tune_fashion.yaml
+# make tune WORKERS=2: local worker processes on one study.
+WORKERS ?= 1
 PYTEST_ARGS ?=
 # make transfer-demo: labelled digits per class, and seeds (each a transfer and a scratch run).
 PER_CLASS ?= 3
 SEEDS ?= 0
 PRETRAINED := runs/transfer_pretrain/model.keras
 
-.PHONY: setup train train-segment train-inpaint train-detect train-localize train-fashion transfer-demo notebooks notebook-pictures test lint evaluate export analyze help
+.PHONY: setup train train-segment train-inpaint train-detect train-localize train-fashion tune transfer-demo notebooks notebook-pictures test lint evaluate export analyze help
 
 help:
 	@echo "make train          train the default experiment ($(CONFIG)), evaluate, plot, export"
@@ -21,6 +24,7 @@ help:
 	@echo "make train-inpaint  partial-convolution U-Net inpainting of held-out photo crops"
 	@echo "make train-detect   anchor-free detector on the built-in shapes scenes, COCO mAP"
 	@echo "make train-localize class + box of Fashion-MNIST items placed at random on a canvas"
+	@echo "make tune           architecture search ($(TUNE_CONFIG)): Pareto front of accuracy vs MACs"
 	@echo "make transfer-demo  Fashion-MNIST features on a few digits, against training from scratch"
 	@echo "make evaluate RUN=runs/<name>   make export RUN=runs/<name>   make analyze CONFIG=..."
 	@echo "make lint           ruff check and format check"
@@ -45,6 +49,9 @@ train-localize: setup
 
 train-fashion: setup
 	$(KCNN) train configs/fashion_mnist.yaml
+
+tune: setup
+	$(KCNN) tune $(TUNE_CONFIG) --workers $(WORKERS)
 
 # Pretrains once (skipped while $(PRETRAINED) exists), then trains each subset size and seed twice:
 # from the pretrained weights, and from scratch with everything else equal.

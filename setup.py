@@ -31,6 +31,7 @@ setup(
         "pycocotools>=2.0.7",
         "ai-edge-litert>=2.0",
         "tensorboard>=2.19",
+        "optuna>=4.0",
     ],
     extras_require={
         "dev": [

@@ -30,8 +30,20 @@ USAGE_EXAMPLES = """examples:
   kcnn evaluate runs/fashion_mnist
   kcnn export runs/fashion_mnist --quantization none fp16 dynamic int8
   kcnn analyze configs/fashion_mnist.yaml
+  kcnn tune configs/tune_fashion.yaml --workers 2
   kcnn explain runs/fashion_mnist --image shirt.png --method gradcam --output gradcam.png
 """
+
+
+def _add_override_argument(parser, example):
+    parser.add_argument(
+        "--override",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"replace one config value, e.g. {example} (repeatable)",
+    )
 
 
 def _parser():
@@ -45,14 +57,7 @@ def _parser():
 
     train = commands.add_parser("train", help="train, evaluate, plot and export an experiment")
     train.add_argument("config", help="YAML experiment file (see configs/)")
-    train.add_argument(
-        "--override",
-        "-o",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="replace one config value, e.g. train.epochs=3 (repeatable)",
-    )
+    _add_override_argument(train, "train.epochs=3")
     train.add_argument("--run-dir", help="run folder (default: runs/<name>, never overwritten)")
     train.add_argument(
         "--workers",
@@ -61,6 +66,24 @@ def _parser():
         metavar="N",
         help="train with MultiWorkerMirroredStrategy on N local worker processes (TF_CONFIG "
         "is set for each; worker 0 writes the run folder)",
+    )
+
+    tune = commands.add_parser(
+        "tune",
+        help="architecture search: Optuna trials of `kcnn train` over the config's `tune` "
+        "block; trials.csv, Pareto plot, the front's configs",
+    )
+    tune.add_argument("config", help="YAML experiment file with a `tune` block")
+    _add_override_argument(tune, "tune.n_trials=40")
+    tune.add_argument(
+        "--run-dir", help="study folder (default: runs/<name>; the same command resumes it)"
+    )
+    tune.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N local worker processes on the study (trials are shared, never repeated)",
     )
 
     evaluate = commands.add_parser("evaluate", help="evaluate a finished run on its test split")
@@ -129,6 +152,24 @@ def _analyze(target):
     print(analyze(model).to_table())
 
 
+def _tune(arguments):
+    from kcnn.training import load_config
+    from kcnn.tuning import tune, tune_with_workers
+
+    config = load_config(arguments.config, arguments.override)
+    if arguments.workers is not None and arguments.workers != 1:
+        forwarded = ["tune", arguments.config]
+        for override in arguments.override:
+            forwarded += ["--override", override]
+        code, study_dir = tune_with_workers(
+            config, forwarded, arguments.workers, run_dir=arguments.run_dir
+        )
+    else:
+        code, study_dir = 0, tune(config, run_dir=arguments.run_dir)
+    print(f"study folder: {study_dir}")
+    return code
+
+
 def main(argv=None):
     arguments = _parser().parse_args(argv)
     # TensorFlow's C++ start-up INFO/WARNING lines bury the progress bar; errors still show.
@@ -156,6 +197,8 @@ def main(argv=None):
             run_dir = train(config, run_dir=arguments.run_dir)
             if is_chief():
                 print(f"run folder: {run_dir}")
+        elif arguments.command == "tune":
+            return _tune(arguments)
         elif arguments.command == "evaluate":
             from kcnn.training import evaluate
 

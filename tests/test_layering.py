@@ -2,7 +2,7 @@
 
 Floors, bottom to top: the private helpers (`kcnn._validation`, `kcnn._files`,
 `kcnn._serialization`); ops and the side rooms data, analysis, export and viz; layers;
-backbones; models; detection models; tasks; training; the CLI. A module may import from its
+backbones; models; detection models; tasks; training; tuning; the CLI. A module may import from its
 own floor or below. Read with `ast` from the source, so an import hidden inside a function
 counts like any other.
 """
@@ -28,7 +28,8 @@ FLOORS = {
     "detection": 5,
     "tasks": 6,
     "training": 7,
-    "cli": 8,
+    "tuning": 8,
+    "cli": 9,
 }
 
 

@@ -30,6 +30,7 @@ from kcnn.models.classic.googlenet import AUX_LOSS_WEIGHT
 from kcnn.tasks import task_names
 from kcnn.training.freezing import check_layer_selector
 from kcnn.training.transfer import PRETRAINED_SUFFIXES
+from kcnn.training.tune_config import TuneConfig
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -179,6 +180,8 @@ class ExperimentConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    # What `kcnn tune` searches (`kcnn.training.tune_config`); `kcnn train` ignores it.
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
 
     def validate(self):
         """Checks closed option sets and ranges; raises ValueError naming the key."""
@@ -233,6 +236,7 @@ class ExperimentConfig:
             )
         if self.model.freeze is not None:
             check_layer_selector(self.model.freeze, "model.freeze")
+        self.tune.validate(self)
         return self
 
     def to_dict(self):
@@ -369,5 +373,9 @@ def load_config(path, overrides=()):
 
 
 def save_config(config, path):
-    """Writes `config` as YAML (what a run folder keeps as `config.yaml`)."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Writes `config` as YAML (what a run folder keeps as `config.yaml`); the `tune` block
+    only when it is not the default one."""
+    values = config.to_dict()
+    if config.tune == TuneConfig():
+        del values["tune"]
+    Path(path).write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")

@@ -29,11 +29,14 @@ from kcnn.training.config import load_config, save_config
 BACKUP = "backup"
 FINISHED_MARKER = "metrics.json"
 MODEL_FILE = "model.keras"
+# The file that makes a folder an architecture search's (`kcnn tune`), never a run's.
+STUDY_MARKER = "tune.yaml"
 
 __all__ = [
     "BACKUP",
     "FINISHED_MARKER",
     "MODEL_FILE",
+    "STUDY_MARKER",
     "RunLock",
     "check_run_dir",
     "config_differences",
@@ -59,7 +62,11 @@ def resolve_run_dir(config):
     base = Path(config.output_dir) / config.name
     candidate, index = base, 1
     while candidate.exists():
-        if not is_trained(candidate) and not config_differences(candidate, config):
+        if (
+            not is_trained(candidate)
+            and not (candidate / STUDY_MARKER).exists()
+            and not config_differences(candidate, config)
+        ):
             return candidate  # unfinished run of this experiment: resume it (or reuse it)
         index += 1
         candidate = base.with_name(f"{base.name}-{index}")
@@ -147,6 +154,11 @@ def check_run_dir(run_dir, config):
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"`--run-dir` {run_dir} is a file, not a folder.")
+    if (run_dir / STUDY_MARKER).exists():
+        raise ValueError(
+            f"{run_dir} holds an architecture search (`kcnn tune`), not a run: give "
+            "`--run-dir` another folder, or leave it out."
+        )
     if is_trained(run_dir):
         raise ValueError(
             f"{run_dir} holds a trained run (model.keras), which is never trained into again: "

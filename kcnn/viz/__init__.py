@@ -32,6 +32,7 @@ from kcnn.viz.explain_plots import (
     signed_display,
 )
 from kcnn.viz.methods import METHODS, PIXEL_SPACE_METHODS, explain
+from kcnn.viz.pareto import pareto_front, plot_pareto_front
 from kcnn.viz.patches import (
     TopPatches,
     receptive_field_geometry,
@@ -98,6 +99,8 @@ __all__ = [
     "plot_segmentation_grid",
     "plot_style_transfer",
     "plot_top_patches",
+    "pareto_front",
+    "plot_pareto_front",
     "plot_training_curves",
     "random_texture_extractor",
     "receptive_field_geometry",
