@@ -4,6 +4,7 @@ and the same command continues the study."""
 
 import csv
 import shutil
+import time
 
 import numpy as np
 import optuna
@@ -14,7 +15,7 @@ from optuna.trial import TrialState
 from kcnn.cli import main
 from kcnn.training import config_from_dict, load_config, read_history, resolve_run_dir, train
 from kcnn.training.run_folder import check_run_dir
-from kcnn.tuning import PruningCallback, open_storage, study_dir_for, tune
+from kcnn.tuning import PruningCallback, open_storage, open_study, study_dir_for, suggest, tune
 
 from .test_tune_config import brute_force_front
 
@@ -199,6 +200,7 @@ def test_a_median_pruner_prunes_a_trial_that_falls_behind(tmp_path):
     )
     states = [trial.state for trial in study.trials]
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 5
+    assert states.count(TrialState.PRUNED) >= 1, states
     for trial in study.trials:
         history = read_history(study_dir / "trials" / str(trial.number))
         # Optuna saw the very values of the run's history, one per epoch.
@@ -247,3 +249,32 @@ def test_an_objective_no_run_measures_and_bad_sampler_arguments_are_named(tmp_pa
     with pytest.raises(ValueError, match=r"`tune.sampler_args` \{'startup': 3\}"):
         tune(bad)
     assert not (tmp_path / "other").exists()  # refused before any folder was made
+
+
+def test_a_trial_whose_heartbeat_stopped_elsewhere_is_failed_and_retried_once(tmp_path):
+    config = search_config(tmp_path, heartbeat_seconds=1)
+    study_dir = study_dir_for(config)
+    study = open_study(config, study_dir)
+    trial = study.ask()  # the baseline, now RUNNING
+    suggest(trial, config.tune.parameters())
+    # Its process runs on another machine: only the heartbeat can tell that it died.
+    trial.set_user_attr("host", "another-machine")
+    trial.set_user_attr("pid", 1)
+    study._storage.record_heartbeat(trial._trial_id)
+    time.sleep(3.5)  # past the grace period (2 s; SQLite keeps whole seconds)
+    optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials()
+    assert trials[trial.number].state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == trial.number]
+    assert retry.state == TrialState.WAITING and retry.user_attrs["baseline"] is True
+    retried = study.ask()
+    assert suggest(retried, config.tune.parameters()) == {
+        "model.backbone_args.kernel_size": 3,
+        "model.backbone_args.filters": [8, 16],
+    }
+    # A retry that dies is not retried again.
+    retried.set_user_attr("host", "another-machine")
+    study._storage.record_heartbeat(retried._trial_id)
+    time.sleep(3.5)
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]
