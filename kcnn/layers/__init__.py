@@ -12,6 +12,7 @@ from kcnn.layers.max_pooling_with_argmax2d import MaxPoolingWithArgmax2D
 from kcnn.layers.max_unpooling2d import MaxUnpooling2D
 from kcnn.layers.partial_conv2d import PartialConv2D
 from kcnn.layers.residual_block import ResidualBlock
+from kcnn.layers.roi_align import RoIAlign
 from kcnn.layers.stochastic_pooling2d import StochasticPooling2D
 from kcnn.layers.submanifold_conv2d import SubmanifoldConv2D
 
@@ -28,6 +29,7 @@ __all__ = [
     "MaxUnpooling2D",
     "PartialConv2D",
     "ResidualBlock",
+    "RoIAlign",
     "StochasticPooling2D",
     "SubmanifoldConv2D",
 ]

@@ -9,14 +9,18 @@ from kcnn.ops.fractional_max_pool import (
     random_boundaries,
 )
 from kcnn.ops.gram import gram_matrix
+from kcnn.ops.roi_align import assign_pyramid_levels, multilevel_roi_align, roi_align
 
 __all__ = [
+    "assign_pyramid_levels",
     "deform_conv2d",
     "fft_conv2d",
     "fractional_max_pool",
     "gram_matrix",
     "max_pool_with_argmax",
     "max_unpool",
+    "multilevel_roi_align",
     "pseudo_random_boundaries",
     "random_boundaries",
+    "roi_align",
 ]

@@ -24,6 +24,7 @@ from kcnn.layers import (
     MaxUnpooling2D,
     PartialConv2D,
     ResidualBlock,
+    RoIAlign,
     StochasticPooling2D,
     SubmanifoldConv2D,
 )
@@ -174,4 +175,15 @@ class KerasLayerTest(TestCase):
             expected_output_shape=(2, 4, 4, 3),
             expected_num_trainable_weights=0,
             expected_num_seed_generators=1,
+        )
+
+    def test_roi_align(self):
+        # 3 boxes on a batch of 2 images: the number of boxes is not the batch.
+        boxes = np.array([[0.5, 1.0, 9.0, 7.5], [-2.0, 3.0, 4.0, 12.0], [4.0, 4.0, 4.5, 5.0]])
+        self.run_layer_test(
+            RoIAlign,
+            {"output_size": (3, 2), "spatial_scale": 0.5},
+            input_data=(_images(2, 6, 6, 3), boxes.astype("float32"), np.array([0, 1, 1])),
+            expected_output_shape=(3, 3, 2, 3),
+            expected_num_trainable_weights=0,
         )
