@@ -35,7 +35,13 @@ from kcnn.analysis import analyze
 from kcnn.training import build_model, load_data, read_history, train
 from kcnn.training.checkpoint import TrainingDivergedError, TrainingInterruptedError
 from kcnn.training.messages import log
-from kcnn.training.run_folder import BACKUP, FINISHED_MARKER, MODEL_FILE, STUDY_MARKER
+from kcnn.training.run_folder import (
+    BACKUP,
+    EXPERIMENT_BLOCKS,
+    FINISHED_MARKER,
+    MODEL_FILE,
+    STUDY_MARKER,
+)
 from kcnn.training.tune_config import EXPORT_OBJECTIVES, MODEL_OBJECTIVES, config_value
 from kcnn.tuning.results import write_results
 from kcnn.tuning.space import suggest, trial_config
@@ -98,7 +104,7 @@ def _identity(config):
         for key in ("space", "objectives", "constraints", "sampler", "pruner", "baseline")
     }
     return {
-        **{key: values[key] for key in ("name", "task", "data", "model", "train")},
+        **{key: values[key] for key in ("name", *EXPERIMENT_BLOCKS)},
         "tune": tune,
     }
 

@@ -56,7 +56,7 @@ def tune_with_workers(config, argv, workers, run_dir=None):
         `(exit status, study folder)`.
     """
     study_dir = study_dir_for(config, run_dir)
-    open_study(config, study_dir)
+    study = open_study(config, study_dir)
     code = launch_tune_workers(argv, workers, study_dir)
-    write_results(open_study(config, study_dir), config, study_dir)
+    write_results(study, config, study_dir)  # the study reads its trials from the storage
     return code, study_dir
