@@ -20,7 +20,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -54,6 +56,49 @@ class TrainingDivergedError(RuntimeError):
 
 class TrainingInterruptedError(RuntimeError):
     """Training was interrupted (Ctrl-C); the last checkpoint is kept for a resume."""
+
+
+class InterruptBetweenSteps(keras.callbacks.Callback):
+    """Delivers Ctrl-C as a `KeyboardInterrupt` at the next batch boundary.
+
+    Python raises `KeyboardInterrupt` from SIGINT wherever the interpreter is, including in
+    the middle of a C-API call that TensorFlow's step makes; there it can surface as a
+    `SystemError` ("bad argument to internal function") instead, which no `except
+    KeyboardInterrupt` catches. Inside this context manager SIGINT only sets a flag, and
+    the callback raises at the end of the current training or validation batch; a second
+    Ctrl-C raises at once. Outside the main thread, or when the user installed their own
+    SIGINT handler, nothing changes.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.interrupted = False
+        self._previous = None
+
+    def __enter__(self):
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+    def _on_sigint(self, signum, frame):
+        if self.interrupted:  # the second Ctrl-C does not wait
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    def _raise_if_interrupted(self, *args, **kwargs):
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _raise_if_interrupted
 
 
 def _step_of(folder):

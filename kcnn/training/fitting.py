@@ -8,7 +8,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kcnn.training.checkpoint import RestoreMetricState, StepCheckpoint, StopOnNonFiniteLoss
+from kcnn.training.checkpoint import (
+    InterruptBetweenSteps,
+    RestoreMetricState,
+    StepCheckpoint,
+    StopOnNonFiniteLoss,
+)
 from kcnn.training.messages import log
 from kcnn.training.run_folder import BACKUP
 
@@ -154,26 +159,29 @@ def fit_from_checkpoint(
     if record and batch and record.get("metric_state") is not None:
         resumed_metrics = [RestoreMetricState(record["metric_state"])]
         guard.resume_within_epoch(batch)
-    for phase, (first_epoch, end_epoch, steps) in enumerate(phases):
-        # A run resumed from a checkpoint continues its history; one that starts at step 0
-        # (also in a folder an earlier attempt left without a checkpoint) starts it afresh.
-        history_log = keras.callbacks.CSVLogger(
-            str(run_dir / "history.csv"), append=bool(step) or phase > 0
-        )
-        model.fit(
-            train_data().skip(first_epoch * steps_per_epoch + (steps_per_epoch - steps)),
-            validation_data=validation_data,
-            initial_epoch=first_epoch,
-            epochs=end_epoch,
-            steps_per_epoch=steps,
-            callbacks=[
-                *(resumed_metrics if phase == 0 else []),
-                *shared,
-                history_log,
-                *(callbacks or []),
-            ],
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            verbose=verbose,
-        )
+    # Ctrl-C ends the run at a batch boundary, after that step's checkpoint.
+    with InterruptBetweenSteps() as interrupt:
+        for phase, (first_epoch, end_epoch, steps) in enumerate(phases):
+            # A run resumed from a checkpoint continues its history; one that starts at step 0
+            # (also in a folder an earlier attempt left without a checkpoint) starts it afresh.
+            history_log = keras.callbacks.CSVLogger(
+                str(run_dir / "history.csv"), append=bool(step) or phase > 0
+            )
+            model.fit(
+                train_data().skip(first_epoch * steps_per_epoch + (steps_per_epoch - steps)),
+                validation_data=validation_data,
+                initial_epoch=first_epoch,
+                epochs=end_epoch,
+                steps_per_epoch=steps,
+                callbacks=[
+                    *(resumed_metrics if phase == 0 else []),
+                    *shared,
+                    history_log,
+                    *(callbacks or []),
+                    interrupt,
+                ],
+                shuffle=False,  # the tf.data pipeline shuffles, seeded
+                verbose=verbose,
+            )
     if chief:
         shutil.rmtree(backup, ignore_errors=True)

@@ -12,6 +12,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 import yaml
 
 from kcnn.training import read_history
@@ -137,3 +138,50 @@ def test_checkpoint_pointer_only_names_complete_checkpoints(tmp_path):
         "latest.json",
         "step-00000001",
     ]
+
+
+def test_ctrl_c_inside_a_step_is_raised_at_the_end_of_that_batch():
+    """SIGINT delivered while a batch runs (here from inside the model's call, as a user's
+    Ctrl-C lands inside TensorFlow's step) becomes a KeyboardInterrupt after that batch;
+    the handler is put back afterwards."""
+    from kcnn.training.checkpoint import InterruptBetweenSteps
+
+    steps_run = []
+
+    class SignalInStep(keras.layers.Layer):
+        def call(self, inputs):
+            def send(x):
+                steps_run.append(len(steps_run))
+                if len(steps_run) == 4:
+                    os.kill(os.getpid(), signal.SIGINT)
+                return x
+
+            sent = tf.ensure_shape(tf.py_function(send, [inputs[0, 0]], tf.float32), ())
+            return inputs + 0.0 * sent
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(SignalInStep()(inputs)))
+    model.compile("sgd", "mse")
+    ends = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: ends.append(b))
+    handler = signal.getsignal(signal.SIGINT)
+    raised = False
+    with InterruptBetweenSteps() as interrupt:
+        try:
+            model.fit(
+                np.ones((16, 2)),
+                np.ones((16, 1)),
+                batch_size=2,
+                epochs=1,
+                verbose=0,
+                callbacks=[record, interrupt],
+            )
+        except KeyboardInterrupt:
+            raised = True
+    assert raised and interrupt.interrupted
+    # The batch that received the signal finished; no other batch started.
+    assert len(steps_run) == 4 and ends == [0, 1, 2, 3]
+    assert signal.getsignal(signal.SIGINT) is handler
