@@ -36,6 +36,7 @@ setup(
     extras_require={
         "dev": [
             "pytest>=8",
+            "pytest-xdist>=3.5",
             "ruff>=0.6",
             "nbclient>=0.10",
             "nbformat>=5.10",

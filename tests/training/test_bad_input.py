@@ -274,6 +274,9 @@ def test_ctrl_c_exits_130_and_says_the_run_resumes(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        # A process started with SIGINT ignored (a pytest-xdist worker, `nohup`) passes that
+        # on; the user's terminal does not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 240
     while latest_checkpoint(run_dir / "backup") is None and time.time() < deadline:

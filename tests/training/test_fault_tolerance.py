@@ -167,21 +167,26 @@ def test_ctrl_c_inside_a_step_is_raised_at_the_end_of_that_batch():
     model.compile("sgd", "mse")
     ends = []
     record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: ends.append(b))
-    handler = signal.getsignal(signal.SIGINT)
+    # Python's own handler, as in a terminal (a pytest-xdist worker ignores SIGINT).
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     raised = False
-    with InterruptBetweenSteps() as interrupt:
-        try:
-            model.fit(
-                np.ones((16, 2)),
-                np.ones((16, 1)),
-                batch_size=2,
-                epochs=1,
-                verbose=0,
-                callbacks=[record, interrupt],
-            )
-        except KeyboardInterrupt:
-            raised = True
+    try:
+        with InterruptBetweenSteps() as interrupt:
+            try:
+                model.fit(
+                    np.ones((16, 2)),
+                    np.ones((16, 1)),
+                    batch_size=2,
+                    epochs=1,
+                    verbose=0,
+                    callbacks=[record, interrupt],
+                )
+            except KeyboardInterrupt:
+                raised = True
+        handler_after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, outer)
     assert raised and interrupt.interrupted
     # The batch that received the signal finished; no other batch started.
     assert len(steps_run) == 4 and ends == [0, 1, 2, 3]
-    assert signal.getsignal(signal.SIGINT) is handler
+    assert handler_after is signal.default_int_handler
