@@ -1,7 +1,8 @@
 """One-stage object detection: kcnn's anchor-free `Detector` and keras-hub's RetinaNet
 behind one contract; boxes, target assignment, losses, decoding with per-class NMS (TFLite
 builtins only) and COCO evaluation with pycocotools; OverFeat's sliding windows and their
-convolutional form."""
+convolutional form; and the anchors, targets, proposals and losses of two-stage Faster R-CNN
+with FPN."""
 
 from kcnn.detection.anchor_boxes import (
     RetinaNetDecoder,
@@ -42,6 +43,17 @@ from kcnn.detection.sliding_windows import (
     sliding_window_scores,
     window_stride,
 )
+from kcnn.detection.two_stage import (
+    decode_boxes,
+    encode_boxes,
+    fast_rcnn_loss,
+    fpn_anchors,
+    generate_proposals,
+    match_anchors,
+    rpn_loss,
+    sample_balanced,
+    sample_rois,
+)
 
 __all__ = [
     "COCOMetricsCallback",
@@ -58,17 +70,26 @@ __all__ = [
     "box_iou",
     "coco_evaluate",
     "decode_anchor_deltas",
+    "decode_boxes",
     "decode_detections",
     "detection_decoder",
     "detection_loss",
     "detector_strides",
     "detector_with_decoder",
     "decode_distances",
+    "encode_boxes",
     "encode_distances",
+    "fast_rcnn_loss",
     "focal_loss",
+    "fpn_anchors",
     "fully_convolutional_classifier",
+    "generate_proposals",
     "load_coco_detections",
     "load_coco_ground_truth",
+    "match_anchors",
+    "rpn_loss",
+    "sample_balanced",
+    "sample_rois",
     "save_coco_detections",
     "set_retinanet_prior",
     "sliding_window_scores",
