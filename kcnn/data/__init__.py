@@ -15,6 +15,7 @@ from kcnn.data.detection import (
     DETECTION_AUGMENTATIONS,
     DETECTION_DATASETS,
     DetectionData,
+    instance_masks,
     load_detection_data,
     make_detection_dataset,
     pad_boxes,
@@ -69,6 +70,7 @@ from kcnn.data.registry import (
     load_inpainting_data,
     load_segmentation_data,
 )
+from kcnn.data.rle import decode_mask, encode_mask
 from kcnn.data.shapes import SHAPE_CLASSES, SHAPES_CLASS_NAMES, ShapesData, make_shapes
 from kcnn.data.subsets import per_class_subset, split_validation
 
@@ -102,7 +104,10 @@ __all__ = [
     "ShapesData",
     "augmentation_layers",
     "bucketed_masks",
+    "decode_mask",
+    "encode_mask",
     "hole_ratio",
+    "instance_masks",
     "irregular_masks",
     "load_classification_data",
     "load_coco_detection",

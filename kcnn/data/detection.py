@@ -37,7 +37,13 @@ class DetectionData(ImageData):
             objects are padding, all -1.
         class_names: tuple of str.
         name: str. The registry name the data was loaded under.
+        masks_train, masks_test: None, or uint8 instance masks `(N, max_boxes, H, W)`:
+            row `i` of an image is the 0/1 mask of its box row `i` (all 0 for padding
+            rows). Loaded with `masks=True`.
     """
+
+    masks_train: np.ndarray | None = None
+    masks_test: np.ndarray | None = None
 
     @property
     def max_boxes(self):
@@ -73,14 +79,37 @@ def pad_boxes(boxes, classes, max_boxes):
     return padded
 
 
-def _shapes(train_count=600, test_count=150, image_size=64, seed=0, max_shapes=3):
-    splits = []
+def instance_masks(instance_ids, max_boxes):
+    """Per-box 0/1 masks from an instance-id map: row `i` is `instance_ids == i + 1` (the
+    numbering of `make_shapes`, whose box `i` is instance `i + 1`).
+
+    Args:
+        instance_ids: integer array `(N, H, W)`, 0 for background.
+        max_boxes: int. Rows per image.
+
+    Returns:
+        uint8 array `(N, max_boxes, H, W)`.
+
+    Example:
+    >>> instance_masks(np.array([[[0, 2], [1, 2]]]), 3)[0, :, 1].tolist()
+    [[1, 0], [0, 1], [0, 0]]
+    """
+    instance_ids = np.asarray(instance_ids)
+    ids = np.arange(1, check_positive_int(max_boxes, "max_boxes") + 1)
+    return (instance_ids[:, None] == ids[None, :, None, None]).astype(np.uint8)
+
+
+def _shapes(train_count=600, test_count=150, image_size=64, seed=0, max_shapes=3, masks=False):
+    if not isinstance(masks, bool):
+        raise ValueError(f"`masks` must be True or False. Received: masks={masks!r}")
+    splits, instances = [], []
     for count, split_seed in ((train_count, seed), (test_count, seed + TEST_SEED_OFFSET)):
         scenes = make_shapes(count, image_size=image_size, seed=split_seed, max_shapes=max_shapes)
         # make_shapes numbers its shapes from 1 (0 is its background class); boxes have none.
         classes = [image_classes - 1 for image_classes in scenes.box_classes]
         splits += [scenes.images, pad_boxes(scenes.boxes, classes, max_shapes)]
-    return (*splits, SHAPE_CLASSES)
+        instances.append(instance_masks(scenes.instance_ids, max_shapes) if masks else None)
+    return (*splits, SHAPE_CLASSES, *instances)
 
 
 # Registry name -> builder returning (x_train, boxes_train, x_test, boxes_test, class_names).
@@ -93,11 +122,13 @@ def load_detection_data(name, **kwargs):
     | name       | keyword arguments                                                   |
     |------------|---------------------------------------------------------------------|
     | `"shapes"` | `train_count=600`, `test_count=150`, `image_size=64`, `seed=0`,     |
-    |            | `max_shapes=3`; see `make_shapes`. Test scenes use another seed.     |
+    |            | `max_shapes=3`, `masks=False`; see `make_shapes`. Test scenes use     |
+    |            | another seed.                                                        |
 
     `"shapes"` boxes are `make_shapes`'s tight boxes of each shape's visible pixels,
     with classes 0 circle, 1 square, 2 triangle, 3 star, padded to
-    `max_boxes = max_shapes` rows per image.
+    `max_boxes = max_shapes` rows per image. With `masks=True` the data also holds each
+    box's instance mask (its visible pixels: `masks_train`, `masks_test`).
 
     Args:
         name: str. A key of `DETECTION_DATASETS`.

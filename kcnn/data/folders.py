@@ -8,6 +8,7 @@ import PIL.Image
 
 from kcnn._validation import normalize_image_size
 from kcnn.data._imaging import resize_image
+from kcnn.data.rle import decode_mask
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 COLOR_MODES = ("rgb", "grayscale")
@@ -366,6 +367,26 @@ def _read_coco_json(annotation_file, include_crowd):
     return images_info, annotations_by_image, class_index, class_names, category_ids
 
 
+def _coco_masks(annotations, path, height, width):
+    """The 0/1 masks `(n, H, W)` of one image's annotations' segmentations."""
+    masks = np.zeros((len(annotations), height, width), dtype=np.uint8)
+    for index, annotation in enumerate(annotations):
+        where = f"Annotation {annotation.get('id', '?')} of image file '{path}'"
+        if "segmentation" not in annotation:
+            raise ValueError(f"{where} has no segmentation (`masks=True` needs one).")
+        try:
+            mask = decode_mask(annotation["segmentation"], height, width)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{where}: {error}") from None
+        if mask.shape != (height, width):
+            raise ValueError(
+                f"{where} has a segmentation of size {mask.shape} (HxW); the image is "
+                f"{height}x{width}."
+            )
+        masks[index] = mask
+    return masks
+
+
 def _coco_boxes(annotations, class_index, path, height, width):
     """Converts one image's annotations to xyxy boxes and class indices, checking bounds."""
     boxes = np.zeros((len(annotations), 4), dtype=np.float32)
@@ -391,7 +412,7 @@ def _coco_boxes(annotations, class_index, path, height, width):
     return boxes, classes
 
 
-def load_coco_detection(annotation_file, image_dir, include_crowd=False):
+def load_coco_detection(annotation_file, image_dir, include_crowd=False, masks=False):
     """Loads a COCO-format object detection dataset.
 
     Reads the `images`, `annotations` and `categories` of a COCO json file and
@@ -412,19 +433,24 @@ def load_coco_detection(annotation_file, image_dir, include_crowd=False):
         image_dir: str or path-like. Folder that `file_name` paths are relative to.
         include_crowd: bool. Keep annotations with `iscrowd == 1`. Defaults to
             `False`.
+        masks: bool. Also read each annotation's `segmentation` (polygons, uncompressed
+            or compressed RLE, decoded by pycocotools as `COCO.annToMask` does) into
+            `"masks"`. Defaults to `False`.
 
     Returns:
         A dict with keys `"images"` (list of uint8 `(H, W, 3)`), `"boxes"` (list
         of float32 `(n_i, 4)` xyxy), `"box_classes"` (list of int32 `(n_i,)`),
         `"class_names"` (tuple of str), `"category_ids"` (tuple of int),
-        `"image_ids"` (list of int) and `"file_names"` (list of str).
+        `"image_ids"` (list of int) and `"file_names"` (list of str); with `masks`, also
+        `"masks"` (list of uint8 `(n_i, H, W)`, 0/1, row `j` the mask of box `j`).
 
     Raises:
         FileNotFoundError: if the json file, `image_dir` or an image file is
             missing.
         ValueError: if the json is malformed, an annotation refers to an unknown
             image or category, a box has non-positive size or lies outside its
-            image (the message names the image file and the box), the json
+            image (the message names the image file and the box), a segmentation is
+            missing or malformed when `masks` is set, the json
             width/height disagree with the file, or an image is corrupt.
 
     Example:
@@ -434,6 +460,8 @@ def load_coco_detection(annotation_file, image_dir, include_crowd=False):
         # ((3, 4), 'background')
     """
     annotation_file, image_dir = os.fspath(annotation_file), os.fspath(image_dir)
+    if not isinstance(masks, bool):
+        raise ValueError(f"`masks` must be True or False. Received: masks={masks!r}")
     if not os.path.isfile(annotation_file):
         raise FileNotFoundError(f"COCO annotation file '{annotation_file}' does not exist.")
     _check_directory(image_dir, "image_dir")
@@ -450,6 +478,8 @@ def load_coco_detection(annotation_file, image_dir, include_crowd=False):
         "image_ids": [],
         "file_names": [],
     }
+    if masks:
+        result["masks"] = []
     root = os.path.realpath(image_dir)
     for info in images_info:
         path = os.path.join(image_dir, info["file_name"])
@@ -473,6 +503,10 @@ def load_coco_detection(annotation_file, image_dir, include_crowd=False):
         boxes, classes = _coco_boxes(
             annotations_by_image[info["id"]], class_index, path, height, width
         )
+        if masks:
+            result["masks"].append(
+                _coco_masks(annotations_by_image[info["id"]], path, height, width)
+            )
         result["images"].append(image)
         result["boxes"].append(boxes)
         result["box_classes"].append(classes)

@@ -1,10 +1,12 @@
-"""COCO-style box evaluation with pycocotools, COCO JSON files, and a Keras mAP callback.
+"""COCO-style box and mask evaluation with pycocotools, COCO JSON files, and a Keras mAP
+callback.
 
 Ground truth and detections are plain COCO dicts, as in the COCO data format
 (https://cocodataset.org/#format-data): boxes are `[x, y, width, height]` in pixels. kcnn's
 own boxes are `(x_min, y_min, x_max, y_max)` with exclusive max, so `width = x_max - x_min`.
 Image `i` of an array gets id `i` unless `image_ids` says otherwise, and class `c` (0-based)
-gets category id `c + 1` unless `category_ids` says otherwise.
+gets category id `c + 1` unless `category_ids` says otherwise. Instance masks are binary
+`(H, W)` arrays, stored as COCO's run-length encoding (`encode_mask`).
 """
 
 import contextlib
@@ -19,8 +21,18 @@ import keras
 import numpy as np
 
 from kcnn._files import atomic_path
+from kcnn.data.rle import decode_mask, encode_mask
 
 METRIC_NAMES = ("map", "map50", "map75")
+IOU_TYPES = ("bbox", "segm")
+
+
+def _masks_like(masks, shape, name):
+    """`masks` as a bool array of `shape`, or a ValueError naming `name`."""
+    masks = np.asarray(masks)
+    if masks.shape != tuple(shape):
+        raise ValueError(f"`{name}` must have shape {tuple(shape)}. Received: {masks.shape}")
+    return masks != 0
 
 
 def _image_size(image_size):
@@ -55,8 +67,10 @@ def _xywh(box):
     return [x_min, y_min, x_max - x_min, y_max - y_min]
 
 
-def to_coco_ground_truth(boxes, class_names, image_size, image_ids=None, category_ids=None):
-    """Builds a COCO ground-truth dict from padded boxes.
+def to_coco_ground_truth(
+    boxes, class_names, image_size, image_ids=None, category_ids=None, masks=None
+):
+    """Builds a COCO ground-truth dict from padded boxes (and their instance masks).
 
     Args:
         boxes: array `(N, max_boxes, 5)` of `(x_min, y_min, x_max, y_max, class)` rows,
@@ -66,10 +80,13 @@ def to_coco_ground_truth(boxes, class_names, image_size, image_ids=None, categor
         image_ids: None or N distinct ints. Defaults to `None`: `0 .. N - 1`.
         category_ids: None or one distinct int per class. Defaults to `None`:
             `1 .. len(class_names)`.
+        masks: None or array `(N, max_boxes, H, W)`: the binary mask of each box row
+            (`load_detection_data(..., masks=True)`). Defaults to `None`.
 
     Returns:
         A dict with `"images"`, `"annotations"` (bbox `[x, y, w, h]`, `area = w * h`,
-        `iscrowd` 0) and `"categories"`.
+        `iscrowd` 0; with `masks`, also `"segmentation"` as RLE and `area` the mask's pixel
+        count, as in COCO's files) and `"categories"`.
 
     Raises:
         ValueError: if `boxes` does not have shape `(N, max_boxes, 5)`, a class is out of
@@ -96,20 +113,24 @@ def to_coco_ground_truth(boxes, class_names, image_size, image_ids=None, categor
             f"The classes of `boxes` must be in [0, {len(class_names)}) or -1 for padding. "
             f"Received: {sorted(set(classes.ravel().tolist()))}"
         )
+    if masks is not None:
+        masks = _masks_like(masks, (*boxes.shape[:2], height, width), "masks")
     annotations = []
-    for image_id, image_boxes in zip(image_ids, boxes, strict=True):
-        for row in image_boxes[image_boxes[:, 4] >= 0]:
-            bbox = _xywh(row[:4])
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": category_ids[int(row[4])],
-                    "bbox": bbox,
-                    "area": bbox[2] * bbox[3],
-                    "iscrowd": 0,
-                }
-            )
+    for index, (image_id, image_boxes) in enumerate(zip(image_ids, boxes, strict=True)):
+        for row in np.flatnonzero(image_boxes[:, 4] >= 0):
+            bbox = _xywh(image_boxes[row, :4])
+            annotation = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": category_ids[int(image_boxes[row, 4])],
+                "bbox": bbox,
+                "area": bbox[2] * bbox[3],
+                "iscrowd": 0,
+            }
+            if masks is not None:
+                annotation["segmentation"] = encode_mask(masks[index, row])
+                annotation["area"] = float(masks[index, row].sum())
+            annotations.append(annotation)
     return {
         "images": [{"id": image_id, "height": height, "width": width} for image_id in image_ids],
         "annotations": annotations,
@@ -120,7 +141,9 @@ def to_coco_ground_truth(boxes, class_names, image_size, image_ids=None, categor
     }
 
 
-def to_coco_detections(boxes, scores, classes, counts, image_ids=None, category_ids=None):
+def to_coco_detections(
+    boxes, scores, classes, counts, image_ids=None, category_ids=None, masks=None
+):
     """Turns decoded detections (`kcnn.detection.decode.decode_detections`) into a COCO
     results list.
 
@@ -132,9 +155,12 @@ def to_coco_detections(boxes, scores, classes, counts, image_ids=None, category_
         image_ids: None or N ints. Defaults to `None`: `0 .. N - 1`.
         category_ids: None or a sequence mapping class `c` to `category_ids[c]`.
             Defaults to `None`: `c + 1`.
+        masks: None or array `(N, max_detections, H, W)`: each detection's binary mask in
+            image pixels. Defaults to `None`.
 
     Returns:
-        A list of `{"image_id", "category_id", "bbox": [x, y, w, h], "score"}` dicts.
+        A list of `{"image_id", "category_id", "bbox": [x, y, w, h], "score"}` dicts, with
+        `"segmentation"` (RLE) when `masks` are given.
 
     Example:
     >>> detections = to_coco_detections(
@@ -155,18 +181,26 @@ def to_coco_detections(boxes, scores, classes, counts, image_ids=None, category_
             f"Received: classes.shape={classes.shape}, counts.shape={counts.shape}"
         )
     image_ids = _ids(image_ids, len(boxes), 0, "image_ids")
+    if masks is not None:
+        masks = np.asarray(masks)
+        if masks.ndim != 4 or masks.shape[:2] != boxes.shape[:2]:
+            raise ValueError(
+                "`masks` must have shape (N, max_detections, H, W). "
+                f"Received: masks.shape={masks.shape}, boxes.shape={boxes.shape}"
+            )
     detections = []
     for index, image_id in enumerate(image_ids):
         for row in range(int(counts[index])):
             category = int(classes[index, row])
-            detections.append(
-                {
-                    "image_id": image_id,
-                    "category_id": category + 1 if category_ids is None else category_ids[category],
-                    "bbox": _xywh(boxes[index, row]),
-                    "score": float(scores[index, row]),
-                }
-            )
+            detection = {
+                "image_id": image_id,
+                "category_id": category + 1 if category_ids is None else category_ids[category],
+                "bbox": _xywh(boxes[index, row]),
+                "score": float(scores[index, row]),
+            }
+            if masks is not None:
+                detection["segmentation"] = encode_mask(masks[index, row])
+            detections.append(detection)
     return detections
 
 
@@ -215,7 +249,7 @@ def _check_ground_truth(ground_truth, source):
     return ground_truth
 
 
-def _check_detections(detections, source, ground_truth=None):
+def _check_detections(detections, source, ground_truth=None, iou_type="bbox"):
     if not isinstance(detections, list):
         _fail(source, "expected a list of detections.")
     image_ids = category_ids = None
@@ -232,6 +266,8 @@ def _check_detections(detections, source, ground_truth=None):
         } <= set(detection):
             _fail(source, f'{what} must be a dict with "image_id", "category_id", "bbox", "score".')
         _check_bbox(detection["bbox"], source, what)
+        if iou_type == "segm" and not isinstance(detection.get("segmentation"), dict):
+            _fail(source, f'{what} has no "segmentation" RLE, which mask AP needs.')
         if image_ids is not None and detection["image_id"] not in image_ids:
             _fail(
                 source, f"{what} has image id {detection['image_id']!r}, not in the ground truth."
@@ -291,8 +327,9 @@ def save_coco_detections(detections, path):
     return path
 
 
-def coco_evaluate(ground_truth, detections):
-    """COCO box AP of `detections` against `ground_truth`, computed by pycocotools' COCOeval.
+def coco_evaluate(ground_truth, detections, iou_type="bbox"):
+    """COCO box or mask AP of `detections` against `ground_truth`, computed by pycocotools'
+    COCOeval.
 
     Every image of `ground_truth` counts, also the ones without any detection: their boxes
     are all missed (keras-cv#2504 was an evaluator that dropped such images and inflated
@@ -303,6 +340,8 @@ def coco_evaluate(ground_truth, detections):
         ground_truth: COCO ground-truth dict (`to_coco_ground_truth`,
             `load_coco_ground_truth`).
         detections: list of COCO results (`to_coco_detections`, `load_coco_detections`).
+        iou_type: `"bbox"` (box IoU) or `"segm"` (mask IoU: every ground-truth annotation
+            and detection needs a `"segmentation"`). Defaults to `"bbox"`.
 
     Returns:
         A dict of floats: `"map"` (AP averaged over IoU thresholds 0.50:0.05:0.95, COCO's primary
@@ -328,24 +367,32 @@ def coco_evaluate(ground_truth, detections):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"`iou_type` must be one of {IOU_TYPES}. Received: {iou_type!r}")
     ground_truth = _check_ground_truth(ground_truth, "`ground_truth`")
-    _check_detections(detections, "`detections`", ground_truth)
+    _check_detections(detections, "`detections`", ground_truth, iou_type)
     if not ground_truth["annotations"]:
         raise ValueError("`ground_truth` has no boxes, so AP is undefined.")
+    if iou_type == "segm":
+        for index, annotation in enumerate(ground_truth["annotations"]):
+            if "segmentation" not in annotation:
+                _fail("`ground_truth`", f'annotation {index} has no "segmentation" for mask AP.')
     results = []
     for index, detection in enumerate(detections):
         x, y, width, height = (float(value) for value in detection["bbox"])
-        results.append(
-            {
-                "id": index + 1,
-                "image_id": detection["image_id"],
-                "category_id": detection["category_id"],
-                "bbox": [x, y, width, height],
-                "score": float(detection["score"]),
-                "area": width * height,
-                "iscrowd": 0,
-            }
-        )
+        result = {
+            "id": index + 1,
+            "image_id": detection["image_id"],
+            "category_id": detection["category_id"],
+            "bbox": [x, y, width, height],
+            "score": float(detection["score"]),
+            "area": width * height,
+            "iscrowd": 0,
+        }
+        if iou_type == "segm":
+            result["segmentation"] = detection["segmentation"]
+            result["area"] = float(decode_mask(detection["segmentation"]).sum())
+        results.append(result)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_ground_truth = COCO()
         coco_ground_truth.dataset = ground_truth
@@ -358,7 +405,7 @@ def coco_evaluate(ground_truth, detections):
             "annotations": results,
         }
         coco_detections.createIndex()
-        evaluator = COCOeval(coco_ground_truth, coco_detections, "bbox")
+        evaluator = COCOeval(coco_ground_truth, coco_detections, iou_type)
         # All ground-truth images, with or without detections (COCOeval's default, made
         # explicit because it is what keeps missed images counted).
         evaluator.params.imgIds = sorted(coco_ground_truth.getImgIds())

@@ -244,3 +244,57 @@ def test_callback_bad_arguments():
         COCOMetricsCallback(images, boxes[:1], ("a",), lambda raw: raw)
     with pytest.raises(ValueError, match="`decode_fn` must be callable"):
         COCOMetricsCallback(images, boxes, ("a",), None)
+
+
+def test_mask_ap_reads_the_masks_not_the_boxes():
+    """Two detections with the ground truth's exact box: one whose mask is the object's (a
+    triangle filling half the box), one whose mask covers a part of it. Box AP cannot tell
+    them apart; mask AP counts the IoU thresholds each mask IoU passes, worked out here
+    with NumPy."""
+    from kcnn.data import decode_mask
+
+    size = 24
+    ys, xs = np.mgrid[:size, :size]
+    triangle = ((xs >= 4) & (xs < 20) & (ys >= 4) & (ys < 20) & (xs - 4 >= ys - 4)).astype(np.uint8)
+    box = [4, 4, 20, 20]
+    partial = triangle * (ys < 15)  # the triangle's top rows only
+    iou = (triangle & partial).sum() / (triangle | partial).sum()
+    assert 0.5 < iou < 0.95
+    thresholds = np.linspace(0.5, 0.95, 10)
+    ground_truth = to_coco_ground_truth(
+        padded([[[*box, 0]]], max_boxes=2),
+        ("thing",),
+        size,
+        masks=np.stack([np.stack([triangle, np.zeros_like(triangle)])]),
+    )
+    annotation = ground_truth["annotations"][0]
+    assert annotation["area"] == triangle.sum()
+    np.testing.assert_array_equal(decode_mask(annotation["segmentation"]), triangle)
+    for mask, expected_map in ((triangle, 1.0), (partial, np.mean(thresholds <= iou + 1e-12))):
+        detections = to_coco_detections(
+            [[box]], [[0.9]], [[0]], [1], masks=mask[np.newaxis, np.newaxis]
+        )
+        assert coco_evaluate(ground_truth, detections)["map"] == pytest.approx(1.0, abs=EXACT)
+        scores = coco_evaluate(ground_truth, detections, iou_type="segm")
+        assert scores["map"] == pytest.approx(expected_map, abs=EXACT)
+        assert scores["map50"] == pytest.approx(1.0, abs=EXACT)
+        assert scores["map75"] == pytest.approx(float(iou >= 0.75 or mask is triangle), abs=EXACT)
+
+
+def test_mask_ap_needs_masks_on_both_sides():
+    boxes = padded([[[0, 0, 8, 8, 0]]], max_boxes=1)
+    mask = np.zeros((1, 1, 16, 16), np.uint8)
+    mask[..., :8, :8] = 1
+    with_masks = to_coco_ground_truth(boxes, ("square",), 16, masks=mask)
+    plain = [detection(0, [0, 0, 8, 8], 1.0)]
+    with pytest.raises(ValueError, match=r'detection 0 has no "segmentation" RLE'):
+        coco_evaluate(with_masks, plain, iou_type="segm")
+    masked = to_coco_detections([[[0, 0, 8, 8]]], [[1.0]], [[0]], [1], masks=mask)
+    with pytest.raises(ValueError, match=r'annotation 0 has no "segmentation"'):
+        coco_evaluate(to_coco_ground_truth(boxes, ("square",), 16), masked, iou_type="segm")
+    with pytest.raises(ValueError, match=r"`iou_type` must be one of \('bbox', 'segm'\)"):
+        coco_evaluate(with_masks, masked, iou_type="keypoints")
+    with pytest.raises(ValueError, match=r"`masks` must have shape \(1, 1, 16, 16\)"):
+        to_coco_ground_truth(boxes, ("square",), 16, masks=mask[..., :8])
+    with pytest.raises(ValueError, match=r"`masks` must have shape \(N, max_detections, H, W\)"):
+        to_coco_detections([[[0, 0, 8, 8]]], [[1.0]], [[0]], [1], masks=mask[0])
