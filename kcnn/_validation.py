@@ -10,6 +10,7 @@ functions take Python ints or scalar tensors alike.
 import numbers
 
 PADDINGS = ("valid", "same")
+DATA_FORMATS = ("channels_last", "channels_first")
 
 
 def is_int(value):
@@ -104,6 +105,26 @@ def normalize_padding(value):
     if isinstance(value, str) and value.lower() in PADDINGS:
         return value.lower()
     raise ValueError(f'`padding` must be "valid" or "same". Received: padding={value!r}')
+
+
+def normalize_data_format(value, default=None):
+    """`"channels_last"` or `"channels_first"` (any case); None means `default` when one is
+    given (e.g. `keras.config.image_data_format()`), else it is refused.
+
+    Example:
+    >>> normalize_data_format("Channels_First"), normalize_data_format(None, "channels_last")
+    ('channels_first', 'channels_last')
+    """
+    if value is None and default is not None:
+        return default
+    if isinstance(value, str) and value.lower() in DATA_FORMATS:
+        return value.lower()
+    accepted = (
+        '"channels_last", "channels_first" or None'
+        if default is not None
+        else ('"channels_last" or "channels_first"')
+    )
+    raise ValueError(f"`data_format` must be {accepted}. Received: data_format={value!r}")
 
 
 def check_strides_with_dilation(strides, dilation_rate):

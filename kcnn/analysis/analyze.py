@@ -87,6 +87,7 @@ from keras.src.models.functional import Functional
 from keras.src.ops import nn as nn_ops
 from keras.src.ops import numpy as numpy_ops
 
+from kcnn._validation import normalize_data_format
 from kcnn.analysis.analyzers import find_analyzer, spatial_dims
 from kcnn.analysis.geometry import LayerGeometry, apply_geometry, input_field, unknown_field
 from kcnn.analysis.records import LayerRecord, ModelAnalysis, report_value
@@ -421,13 +422,7 @@ def analyze(model, input_shape=None, data_format=None):
     print(analysis)
     ```
     """
-    if data_format is None:
-        data_format = keras.config.image_data_format()
-    if data_format not in ("channels_last", "channels_first"):
-        raise ValueError(
-            '`data_format` must be None, "channels_last" or "channels_first". '
-            f"Received: data_format={data_format!r}"
-        )
+    data_format = normalize_data_format(data_format, keras.config.image_data_format())
     graph = _graph_of(model)
     if graph is None and isinstance(model, keras.Sequential) and input_shape is not None:
         model.build((None, *tuple(input_shape)))

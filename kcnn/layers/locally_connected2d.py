@@ -8,13 +8,13 @@ from kcnn._serialization import register
 from kcnn._validation import (
     check_positive_int,
     is_int,
+    normalize_data_format,
     normalize_padding,
     normalize_tuple,
     same_padding,
 )
 from kcnn.analysis import conv_output_size, register_layer_analyzer, sliding_geometry
 
-_DATA_FORMATS = ("channels_last", "channels_first")
 _IMPLEMENTATIONS = (1, 2)
 
 
@@ -364,14 +364,7 @@ class LocallyConnected2D(layers.Layer):
 
 
 def _normalize_data_format(value):
-    if value is None:
-        return keras.config.image_data_format()
-    if isinstance(value, str) and value.lower() in _DATA_FORMATS:
-        return value.lower()
-    raise ValueError(
-        '`data_format` must be "channels_last", "channels_first" or None. '
-        f"Received: data_format={value!r}"
-    )
+    return normalize_data_format(value, keras.config.image_data_format())
 
 
 @register_layer_analyzer(LocallyConnected2D)

@@ -27,9 +27,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kcnn._validation import normalize_padding
+from kcnn._validation import normalize_data_format, normalize_padding
 
-DATA_FORMATS = ("channels_last", "channels_first")
 # tf.signal's FFTs take float32 / float64 only: 16-bit inputs are computed in float32.
 _LOW_PRECISION = ("float16", "bfloat16")
 
@@ -122,11 +121,7 @@ def fft_conv2d(inputs, kernel, padding="valid", data_format="channels_last", bia
     [[10.0, 14.0, 18.0], [26.0, 30.0, 34.0], [42.0, 46.0, 50.0]]
     """
     padding = normalize_padding(padding)
-    if data_format not in DATA_FORMATS:
-        raise ValueError(
-            '`data_format` must be "channels_last" or "channels_first". '
-            f"Received: data_format={data_format!r}"
-        )
+    data_format = normalize_data_format(data_format)
     inputs = ops.convert_to_tensor(inputs)
     kernel = ops.convert_to_tensor(kernel)
     if len(inputs.shape) != 4:
