@@ -18,14 +18,8 @@ has none (`PCALighting`):
 - `rotation`: `RandomRotation` by up to 15 degrees.
 - `color_jitter`: `RandomBrightness` and `RandomContrast`, up to 20% and 30%.
 - `pca_lighting`: `PCALighting` with the principal components of the training pixels.
-- `translate`: `RandomTranslation` by up to 10% with zeros coming in: the padded random crop
-  of small-image recipes (4 pixels of 32 on CIFAR), for images on a black background such
-  as Fashion-MNIST's.
-- `random_erasing`: `RandomErasing` (Zhong et al., "Random Erasing Data Augmentation",
-  AAAI 2020, arXiv:1708.04896) with the paper's probability 0.5 and areas of 2-40% of the
-  image, filled with noise.
 
-The other geometric layers fill with the reflected image, as kcnn's `"flip_translate"` does.
+Geometric layers fill with the reflected image, as kcnn's `"flip_translate"` does.
 """
 
 import keras
@@ -33,25 +27,12 @@ import numpy as np
 
 from kcnn._serialization import register
 
-LIST_AUGMENTATIONS = (
-    "flip",
-    "random_resized_crop",
-    "rotation",
-    "color_jitter",
-    "pca_lighting",
-    "translate",
-    "random_erasing",
-)
-# Layer seeds are seed * _SEED_STRIDE + 4 * index, as when the list had five names.
-_SEED_STRIDE = 5 * 4
+LIST_AUGMENTATIONS = ("flip", "random_resized_crop", "rotation", "color_jitter", "pca_lighting")
 ZOOM_IN = 0.3
 TRANSLATE = 0.1
 ROTATION_DEGREES = 15.0
 BRIGHTNESS = 0.2
 CONTRAST = 0.3
-# Random erasing (Zhong et al. 2020): probability p and the range of erased areas (s_l, s_h).
-ERASING_PROBABILITY = 0.5
-ERASING_AREA = (0.02, 0.4)
 # The standard deviation of the paper's α_i.
 PCA_STD = 0.1
 # PCA lighting's basis is computed on at most this many training images.
@@ -206,7 +187,7 @@ def augmentation_layers(augment, images, seed=0):
     check_list_augment(augment)
     layers = []
     for index, name in enumerate(augment):
-        layer_seed = seed * _SEED_STRIDE + index * 4
+        layer_seed = seed * len(LIST_AUGMENTATIONS) * 4 + index * 4
         if name == "flip":
             layers.append(keras.layers.RandomFlip("horizontal", seed=layer_seed))
         elif name == "random_resized_crop":
@@ -229,21 +210,6 @@ def augmentation_layers(augment, images, seed=0):
                 keras.layers.RandomBrightness(BRIGHTNESS, value_range=(0, 1), seed=layer_seed),
                 keras.layers.RandomContrast(CONTRAST, value_range=(0, 1), seed=layer_seed + 1),
             ]
-        elif name == "translate":
-            layers.append(
-                keras.layers.RandomTranslation(
-                    TRANSLATE, TRANSLATE, fill_mode="constant", fill_value=0.0, seed=layer_seed
-                )
-            )
-        elif name == "random_erasing":
-            layers.append(
-                keras.layers.RandomErasing(
-                    factor=(ERASING_PROBABILITY, ERASING_PROBABILITY),
-                    scale=ERASING_AREA,
-                    value_range=(0, 1),
-                    seed=layer_seed,
-                )
-            )
         else:
             eigenvalues, eigenvectors = pca_lighting_basis(images, seed=seed)
             layers.append(PCALighting(eigenvalues, eigenvectors, seed=layer_seed))

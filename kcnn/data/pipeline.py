@@ -251,10 +251,10 @@ def make_dataset(
       et al. 2020): with probability 0.5 a rectangle of 2-40% of the image, aspect
       0.3-3.3, is filled with random values.
     - a list of names from `kcnn.data.augment.LIST_AUGMENTATIONS` (`"flip"`,
-      `"random_resized_crop"`, `"rotation"`, `"color_jitter"`, `"pca_lighting"`,
-      `"translate"`, `"random_erasing"`): AlexNet-style augmentation by Keras's
-      preprocessing layers, applied in the list's order (see `kcnn.data.augment`), seeded
-      from `seed`; batches are then mapped in order, which keeps them reproducible.
+      `"random_resized_crop"`, `"rotation"`, `"color_jitter"`, `"pca_lighting"`):
+      AlexNet-style augmentation by Keras's preprocessing layers, applied in the list's
+      order (see `kcnn.data.augment`), seeded from `seed`; batches are then mapped in
+      order, which keeps them reproducible.
 
     Args:
         images: array `(N, H, W, C)`, uint8 or float in `[0, 1]`.
