@@ -1,8 +1,8 @@
-"""One-stage object detection: kcnn's anchor-free `Detector` and keras-hub's RetinaNet
-behind one contract; boxes, target assignment, losses, decoding with per-class NMS (TFLite
-builtins only) and COCO evaluation with pycocotools; OverFeat's sliding windows and their
-convolutional form; and the anchors, targets, proposals and losses of two-stage Faster R-CNN
-with FPN."""
+"""Object detection: kcnn's anchor-free `Detector`, keras-hub's RetinaNet and a two-stage
+Faster R-CNN with FPN behind one contract; boxes, target assignment, losses, decoding with
+per-class NMS (TFLite builtins only) and COCO evaluation with pycocotools; OverFeat's sliding
+windows and their convolutional form; and the anchors, targets, proposals and losses of
+two-stage Faster R-CNN with FPN."""
 
 from kcnn.detection.anchor_boxes import (
     RetinaNetDecoder,
@@ -36,6 +36,8 @@ from kcnn.detection.detectors import (
     detector_with_decoder,
     softplus_for_int8,
 )
+from kcnn.detection.faster_rcnn import FasterRCNN, FasterRCNNLoss
+from kcnn.detection.faster_rcnn_outputs import FasterRCNNDecoder, decode_roi_detections
 from kcnn.detection.losses import DetectionLoss, varifocal_loss
 from kcnn.detection.retinanet import RetinaNet, set_retinanet_prior
 from kcnn.detection.sliding_windows import (
@@ -61,6 +63,9 @@ __all__ = [
     "DetectionLoss",
     "DetectionModel",
     "Detector",
+    "FasterRCNN",
+    "FasterRCNNDecoder",
+    "FasterRCNNLoss",
     "RetinaNet",
     "RetinaNetDecoder",
     "RetinaNetLoss",
@@ -77,6 +82,7 @@ __all__ = [
     "detector_strides",
     "detector_with_decoder",
     "decode_distances",
+    "decode_roi_detections",
     "encode_boxes",
     "encode_distances",
     "fast_rcnn_loss",
