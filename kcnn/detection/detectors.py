@@ -34,7 +34,7 @@ RETINANET_LOSS_KEYS = loss_keys(RetinaNetLoss)
 def _detection_model(model):
     if not isinstance(model, DetectionModel):
         raise ValueError(
-            "`model` must be a kcnn detector (`Detector` or `RetinaNet`). "
+            "`model` must be a kcnn detector (`Detector`, `RetinaNet` or `FasterRCNN`). "
             f"Received: {type(model).__name__} {model.name!r}"
         )
     return model
@@ -42,8 +42,9 @@ def _detection_model(model):
 
 def detection_loss(model, **options):
     """The loss of a detector (`model.make_loss`: `DetectionLoss` for a `Detector`,
-    `RetinaNetLoss` for a `RetinaNet`) with `options`, the loss's own keyword arguments
-    (`LOSS_KEYS` / `RETINANET_LOSS_KEYS`).
+    `RetinaNetLoss` for a `RetinaNet`, `FasterRCNNLoss`'s weights for a `FasterRCNN`) with
+    `options`, the loss's own keyword arguments (`LOSS_KEYS` / `RETINANET_LOSS_KEYS` /
+    `loss_keys(FasterRCNNLoss)`).
 
     Raises:
         ValueError: for an option the model's loss does not take (named), or a model that

@@ -1,6 +1,7 @@
 """Object detection: the anchor-free `Detector` trained with `DetectionLoss` (or keras-hub's
-RetinaNet, `kcnn.detection.RetinaNet`, with `RetinaNetLoss`), evaluated with COCO mAP,
-exported with its decoding and NMS.
+RetinaNet, `kcnn.detection.RetinaNet`, with `RetinaNetLoss`, or the two-stage
+`kcnn.detection.FasterRCNN`, which computes its losses in its own `train_step`), evaluated
+with COCO mAP, exported with its decoding and NMS.
 
 Conventions shared by the data, the model, the loss and the evaluation:
 
@@ -10,7 +11,8 @@ Conventions shared by the data, the model, the loss and the evaluation:
 - The model returns `(B, points, 4 + num_classes)`: box channels (distances to anchor points
   for `Detector`, deltas to anchor boxes for `RetinaNet`), then class logits;
   `kcnn.detection.detection_decoder(model)` turns them into boxes after per-class
-  NMS.
+  NMS. `FasterRCNN` suppresses inside the model and returns its final detections, which
+  its decoder unpacks.
 - One decoder setting (`DetectionDecoder`'s defaults: score >= 0.05, IoU 0.5, at most 100
   detections) serves the evaluation, the SavedModel and the TFLite file, so the mAP in
   `metrics.json` is the mAP of what the exports return.
