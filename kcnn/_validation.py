@@ -7,6 +7,7 @@ kernel_size=(3, 0)"). This module imports nothing from kcnn and no TensorFlow: t
 functions take Python ints or scalar tensors alike.
 """
 
+import math
 import numbers
 
 PADDINGS = ("valid", "same")
@@ -105,6 +106,27 @@ def normalize_padding(value):
     if isinstance(value, str) and value.lower() in PADDINGS:
         return value.lower()
     raise ValueError(f'`padding` must be "valid" or "same". Received: padding={value!r}')
+
+
+def check_positive_numbers(received, name, length=None):
+    """`received` as a tuple of floats if it is a non-empty list or tuple (of `length`
+    entries, when given) of finite positive numbers; otherwise a ValueError naming `name`.
+
+    Example:
+    >>> check_positive_numbers([0.5, 1, 2], "aspect_ratios")
+    (0.5, 1.0, 2.0)
+    """
+    values = tuple(received) if isinstance(received, list | tuple) else ()
+    if (
+        not values
+        or (length is not None and len(values) != length)
+        or not all(is_number(v) and math.isfinite(v) and v > 0 for v in values)
+    ):
+        count = f"a sequence of {length}" if length is not None else "a non-empty sequence of"
+        raise ValueError(
+            f"`{name}` must be {count} positive numbers. Received: {name}={received!r}"
+        )
+    return tuple(float(v) for v in values)
 
 
 def normalize_data_format(value, default=None):

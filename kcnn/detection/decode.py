@@ -212,6 +212,28 @@ def suppress_detections(
     # keeps LiteRT's NMS from selecting it up to `max_detections` times (module docstring).
     has_area = tf.math.logical_and(boxes[..., 2] > boxes[..., 0], boxes[..., 3] > boxes[..., 1])
     scores = tf.where(has_area, scores, tf.zeros_like(scores))
+    return batched_class_nms(
+        boxes, scores, classes, class_span, score_threshold, iou_threshold, max_detections
+    )
+
+
+def batched_class_nms(
+    boxes, scores, classes, class_span, score_threshold, iou_threshold, max_detections
+):
+    """Per-class NMS of every image of a batch, padded to `max_detections` rows.
+
+    Args:
+        boxes: float32 `(B, N, 4)` xyxy candidates (zero-area ones scored 0 by the caller).
+        scores: float32 `(B, N)`.
+        classes: int32 `(B, N)`.
+        class_span: float32 `(B,)`, more than any box coordinate of the image: how far
+            apart the classes are moved (see `_nms_one_image`).
+        score_threshold, iou_threshold: floats; `max_detections`: int.
+
+    Returns:
+        `(boxes (B, D, 4), scores (B, D), classes (B, D), count (B,))`, best first, padding
+        rows zero with class -1.
+    """
 
     def suppress(image):
         return _nms_one_image(*image, score_threshold, iou_threshold, max_detections)

@@ -20,7 +20,12 @@ import tensorflow as tf
 from keras import ops
 
 from kcnn._serialization import register
-from kcnn._validation import check_fraction, check_positive_int, is_number
+from kcnn._validation import (
+    check_fraction,
+    check_positive_int,
+    check_positive_numbers,
+    is_number,
+)
 from kcnn.backbones import level_stride, pyramid_backbone
 from kcnn.detection.detector import DetectionModel
 from kcnn.detection.faster_rcnn_layers import (
@@ -31,7 +36,6 @@ from kcnn.detection.faster_rcnn_layers import (
     RPNHead,
     check_pyramid_levels,
     feature_pyramid_network,
-    positive_numbers,
 )
 from kcnn.detection.faster_rcnn_outputs import (
     LOSS_TERMS,
@@ -219,8 +223,8 @@ class FasterRCNN(DetectionModel):
         image_size = _check_image_size(backbone, levels)
         if anchor_sizes is None:
             anchor_sizes = tuple(2.0 * level_stride(level) for level in levels)
-        anchor_sizes = positive_numbers(anchor_sizes, "anchor_sizes", len(levels))
-        aspect_ratios = positive_numbers(aspect_ratios, "aspect_ratios")
+        anchor_sizes = check_positive_numbers(anchor_sizes, "anchor_sizes", len(levels))
+        aspect_ratios = check_positive_numbers(aspect_ratios, "aspect_ratios")
         for argument, value in (
             ("fpn_channels", fpn_channels),
             ("rpn_pre_nms_top_k_train", rpn_pre_nms_top_k_train),

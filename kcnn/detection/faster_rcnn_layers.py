@@ -19,7 +19,7 @@ import numpy as np
 from keras import ops
 
 from kcnn._serialization import register
-from kcnn._validation import check_fraction, check_positive_int, is_number, normalize_image_size
+from kcnn._validation import check_fraction, check_positive_int, normalize_image_size
 from kcnn.backbones import level_stride, pyramid_features, sorted_levels
 from kcnn.detection.two_stage import fpn_anchors, generate_proposals
 from kcnn.models._blocks import match_size
@@ -398,19 +398,3 @@ class RoIBoxes(keras.layers.Layer):
     def compute_output_spec(self, boxes):
         rows = None if boxes.shape[0] is None else boxes.shape[0] * boxes.shape[1]
         return keras.KerasTensor((rows, 4), boxes.dtype), keras.KerasTensor((rows,), "int32")
-
-
-def positive_numbers(received, name, length=None):
-    """`received` as a tuple of floats if it is a (non-empty) sequence of `length` finite
-    positive numbers; otherwise a ValueError naming `name` and the value received."""
-    values = tuple(received) if isinstance(received, list | tuple) else ()
-    if (
-        not values
-        or (length is not None and len(values) != length)
-        or not all(is_number(v) and np.isfinite(v) and v > 0 for v in values)
-    ):
-        count = f"a sequence of {length}" if length is not None else "a non-empty sequence of"
-        raise ValueError(
-            f"`{name}` must be {count} positive numbers. Received: {name}={received!r}"
-        )
-    return tuple(float(v) for v in values)

@@ -19,7 +19,7 @@ from keras import ops
 
 from kcnn._serialization import register
 from kcnn._validation import check_fraction, check_positive_int, is_number, normalize_image_size
-from kcnn.detection.decode import _nms_one_image
+from kcnn.detection.decode import batched_class_nms
 from kcnn.detection.two_stage import ROI_BOX_WEIGHTS, decode_boxes
 
 # One detection row of the model's output: x_min, y_min, x_max, y_max, score, class.
@@ -173,24 +173,8 @@ def decode_roi_detections(
     boxes = tf.reshape(boxes, [-1, candidates, 4])
     classes = tf.zeros_like(scores, tf.int32) + tf.tile(tf.range(num_classes), [num_proposals])
     class_span = tf.fill(tf.shape(scores)[:1], float(max(height, width) + 1))
-
-    def suppress(image):
-        return _nms_one_image(*image, score_threshold, iou_threshold, max_detections)
-
-    indices, count = tf.map_fn(
-        suppress,
-        (boxes, scores, classes, class_span),
-        fn_output_signature=(
-            tf.TensorSpec([max_detections], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ),
-    )
-    valid = tf.range(max_detections)[tf.newaxis, :] < count[:, tf.newaxis]
-    return (
-        tf.where(valid[..., tf.newaxis], tf.gather(boxes, indices, batch_dims=1), 0.0),
-        tf.where(valid, tf.gather(scores, indices, batch_dims=1), 0.0),
-        tf.where(valid, tf.gather(classes, indices, batch_dims=1), -1),
-        count,
+    return batched_class_nms(
+        boxes, scores, classes, class_span, score_threshold, iou_threshold, max_detections
     )
 
 

@@ -35,6 +35,7 @@ from keras import ops
 from kcnn._validation import (
     check_fraction,
     check_positive_int,
+    check_positive_numbers,
     is_int,
     is_number,
     normalize_image_size,
@@ -95,8 +96,8 @@ def fpn_anchors(
     levels = _level_numbers(levels)
     if sizes is None:
         sizes = tuple(32.0 * 2.0 ** (k - 2) for k in levels)
-    sizes = _positive_numbers(sizes, "sizes", len(levels))
-    ratios = np.asarray(_positive_numbers(aspect_ratios, "aspect_ratios"), np.float64)
+    sizes = check_positive_numbers(sizes, "sizes", len(levels))
+    ratios = np.asarray(check_positive_numbers(aspect_ratios, "aspect_ratios"), np.float64)
     anchors = []
     for k, size in zip(levels, sizes, strict=True):
         stride = 2**k
@@ -135,7 +136,7 @@ def encode_boxes(boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
     >>> np.asarray(deltas).astype("float64").round(4).tolist()
     [[0.5, 0.0, 0.6931, 0.0]]
     """
-    weight_x, weight_y, weight_w, weight_h = _positive_numbers(weights, "weights", 4)
+    weight_x, weight_y, weight_w, weight_h = check_positive_numbers(weights, "weights", 4)
     boxes = _boxes_tensor(boxes, "boxes")
     anchors = ops.cast(_boxes_tensor(anchors, "anchors"), boxes.dtype)
     x, y, w, h = _centre_and_size(boxes)
@@ -173,7 +174,7 @@ def decode_boxes(deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0), clip=SCALE_CLAMP
     >>> np.asarray(decode_boxes([[1.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 10.0, 10.0]])).tolist()
     [[10.0, 0.0, 20.0, 10.0]]
     """
-    weight_x, weight_y, weight_w, weight_h = _positive_numbers(weights, "weights", 4)
+    weight_x, weight_y, weight_w, weight_h = check_positive_numbers(weights, "weights", 4)
     if clip is not None and not is_number(clip):
         raise ValueError(f"`clip` must be None or a number. Received: clip={clip!r}")
     deltas = _boxes_tensor(deltas, "deltas")
@@ -749,17 +750,3 @@ def _level_numbers(levels):
             f'("P2", "P3", "P4", "P5"). Received: levels={levels!r}'
         )
     return tuple(numbers)
-
-
-def _positive_numbers(received, name, length=None):
-    values = tuple(received) if isinstance(received, list | tuple) else ()
-    if (
-        not values
-        or (length is not None and len(values) != length)
-        or not all(is_number(v) and math.isfinite(v) and v > 0 for v in values)
-    ):
-        count = f"a sequence of {length}" if length is not None else "a non-empty sequence of"
-        raise ValueError(
-            f"`{name}` must be {count} positive numbers. Received: {name}={received!r}"
-        )
-    return tuple(float(v) for v in values)
