@@ -200,9 +200,15 @@ def _output_position(name):
     return (int(digits) if digits.isdigit() else 0, name)
 
 
+# LiteRT runs a batch in chunks of this many samples: its interpreter holds every
+# intermediate tensor of a call at once, which for a two-stage detector's RoIs on a few
+# hundred images is more memory than the machine has.
+LITERT_BATCH = 32
+
+
 class LiteRTRunner:
     """A `.tflite` file loaded once in the LiteRT interpreter (`ai_edge_litert`), called on
-    batches like a Keras model.
+    batches like a Keras model (in chunks of `LITERT_BATCH` samples).
 
     Args:
         tflite_path: the `.tflite` file.
@@ -227,11 +233,20 @@ class LiteRTRunner:
         if not isinstance(images, dict):
             (name,) = details
             images = {name: images}
-        outputs = runner(
-            **{name: _quantize(np.asarray(images[name]), details[name]) for name in details}
-        )
+        images = {name: np.asarray(images[name]) for name in details}
         output_details = runner.get_output_details()
-        return {name: _dequantize(value, output_details[name]) for name, value in outputs.items()}
+        chunks = []
+        for start in range(0, len(next(iter(images.values()))), LITERT_BATCH):
+            outputs = runner(
+                **{
+                    name: _quantize(array[start : start + LITERT_BATCH], details[name])
+                    for name, array in images.items()
+                }
+            )
+            chunks.append(
+                {name: _dequantize(value, output_details[name]) for name, value in outputs.items()}
+            )
+        return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
     def __call__(self, images):
         """Runs the file on `images`.
@@ -250,6 +265,14 @@ class LiteRTRunner:
             outputs = self.all_outputs(images)
             return outputs[min(outputs, key=_output_position)]
         images = np.asarray(images)
+        return np.concatenate(
+            [
+                self._invoke(images[start : start + LITERT_BATCH])
+                for start in range(0, len(images), LITERT_BATCH)
+            ]
+        )
+
+    def _invoke(self, images):
         interpreter = self.interpreter
         if self._shape != images.shape:
             detail = interpreter.get_input_details()[0]

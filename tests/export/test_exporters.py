@@ -63,3 +63,20 @@ def test_saved_model_export_replaces_the_folder_whole(model, images, tmp_path):
     loaded = tf.saved_model.load(str(target))  # keep a reference: serve uses its variables
     served = loaded.serve(images)
     np.testing.assert_allclose(served, model.predict(images, verbose=0), atol=1e-5)
+
+
+def test_litert_runs_a_large_batch_in_chunks_with_the_same_outputs(model, tmp_path, monkeypatch):
+    """More samples than `LITERT_BATCH` (a partial last chunk included) give each sample's
+    own output, in order, through both entry points; the interpreter never sees more than
+    a chunk."""
+    from kcnn.export import LiteRTRunner, exporters
+
+    monkeypatch.setattr(exporters, "LITERT_BATCH", 4)
+    images = np.random.default_rng(1).random((10, 12, 12, 1), dtype=np.float32)
+    path = export_tflite(model, tmp_path / "model.tflite")
+    runner = LiteRTRunner(path)
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(runner(images), expected, atol=1e-5)
+    assert runner._shape == (2, 12, 12, 1)  # the last chunk
+    (outputs,) = runner.all_outputs(images).values()
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
