@@ -178,8 +178,43 @@ def decode_roi_detections(
     )
 
 
+class _DetectionSettings(keras.layers.Layer):
+    """The settings `RoIDetections` and `FasterRCNNDecoder` share, checked and in the
+    config: `num_classes`, `image_size`, `score_threshold`, `iou_threshold`,
+    `max_detections`."""
+
+    def __init__(
+        self,
+        num_classes,
+        image_size,
+        score_threshold=0.05,
+        iou_threshold=0.5,
+        max_detections=100,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.image_size = normalize_image_size(image_size)
+        self.score_threshold = _check_threshold(score_threshold, "score_threshold")
+        self.iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
+        self.max_detections = check_positive_int(max_detections, "max_detections")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "image_size": self.image_size,
+                "score_threshold": self.score_threshold,
+                "iou_threshold": self.iou_threshold,
+                "max_detections": self.max_detections,
+            }
+        )
+        return config
+
+
 @register
-class RoIDetections(keras.layers.Layer):
+class RoIDetections(_DetectionSettings):
     """`decode_roi_detections` as a layer whose output is one float32 tensor
     `(batch, max_detections, 6)`: rows `(x_min, y_min, x_max, y_max, score, class)`, the
     class -1 on padding rows (`FasterRCNNDecoder` unpacks it).
@@ -204,21 +239,8 @@ class RoIDetections(keras.layers.Layer):
         `(batch, max_detections, 6)`.
     """
 
-    def __init__(
-        self,
-        num_classes,
-        image_size,
-        score_threshold=0.05,
-        iou_threshold=0.5,
-        max_detections=100,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.image_size = normalize_image_size(image_size)
-        self.score_threshold = _check_threshold(score_threshold, "score_threshold")
-        self.iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-        self.max_detections = check_positive_int(max_detections, "max_detections")
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.supports_jit = False
 
     def call(self, class_logits, box_deltas, proposals, proposal_valid):
@@ -242,22 +264,9 @@ class RoIDetections(keras.layers.Layer):
         shape = (proposals.shape[0], self.max_detections, DETECTION_COLUMNS)
         return keras.KerasTensor(shape, "float32")
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "image_size": self.image_size,
-                "score_threshold": self.score_threshold,
-                "iou_threshold": self.iou_threshold,
-                "max_detections": self.max_detections,
-            }
-        )
-        return config
-
 
 @register
-class FasterRCNNDecoder(keras.layers.Layer):
+class FasterRCNNDecoder(_DetectionSettings):
     """Unpacks a `FasterRCNN`'s output into the detection task's dict of detections.
 
     The model decodes and suppresses itself (`RoIDetections`); this layer only splits its
@@ -298,22 +307,6 @@ class FasterRCNNDecoder(keras.layers.Layer):
     ([[1, -1, -1]], [1])
     """
 
-    def __init__(
-        self,
-        num_classes,
-        image_size,
-        score_threshold=0.05,
-        iou_threshold=0.5,
-        max_detections=100,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.image_size = normalize_image_size(image_size)
-        self.score_threshold = _check_threshold(score_threshold, "score_threshold")
-        self.iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-        self.max_detections = check_positive_int(max_detections, "max_detections")
-
     def build(self, input_shape):
         if (
             len(input_shape) != 3
@@ -345,19 +338,6 @@ class FasterRCNNDecoder(keras.layers.Layer):
             "classes": keras.KerasTensor((batch, size), "int32"),
             "count": keras.KerasTensor((batch,), "int32"),
         }
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "image_size": self.image_size,
-                "score_threshold": self.score_threshold,
-                "iou_threshold": self.iou_threshold,
-                "max_detections": self.max_detections,
-            }
-        )
-        return config
 
 
 def _check_threshold(value, name):
