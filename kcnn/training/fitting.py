@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kcnn._files import atomic_path
 from kcnn.training.checkpoint import (
     InterruptBetweenSteps,
     RestoreMetricState,
@@ -127,13 +128,17 @@ def fit_from_checkpoint(
     )
     # The divergence guard goes first: it raises before a bad step could be checkpointed.
     guard = StopOnNonFiniteLoss(steps_per_epoch, checkpoint, train_config.divergence_factor)
-    shared = [
-        guard,
-        *metric_callbacks,
-        checkpoint,
-    ]
+    # An epoch's row of history.csv is written before its epoch-end checkpoint, so a
+    # checkpoint never names an epoch whose row is missing; rows past a checkpoint (written
+    # before a crash) are dropped when it resumes, since those epochs run again.
+    before_log = [guard, *metric_callbacks]
+    after_log = [checkpoint]
     if chief:
-        shared.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False))
+        after_log.append(
+            keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False)
+        )
+        if step:
+            _keep_history_before(run_dir / "history.csv", epoch)
     phases = []
     if batch and epoch < epochs:
         phases.append((epoch, epoch + 1, steps_per_epoch - batch))
@@ -175,8 +180,9 @@ def fit_from_checkpoint(
                 steps_per_epoch=steps,
                 callbacks=[
                     *(resumed_metrics if phase == 0 else []),
-                    *shared,
+                    *before_log,
                     history_log,
+                    *after_log,
                     *(callbacks or []),
                     interrupt,
                 ],
@@ -185,3 +191,20 @@ def fit_from_checkpoint(
             )
     if chief:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def _keep_history_before(path, epoch):
+    """Rewrites the CSV history at `path` (atomically) with only its rows of epochs before
+    `epoch`: the rows a resumed run does not run again."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    epoch_of = [line.split(",", 1)[0].strip() for line in lines[1:]]
+    kept = lines[:1] + [
+        line
+        for line, value in zip(lines[1:], epoch_of, strict=True)
+        if value.isdigit() and int(value) < epoch
+    ]
+    if len(kept) < len(lines):
+        with atomic_path(path) as temporary:
+            temporary.write_text("".join(kept))

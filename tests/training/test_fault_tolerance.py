@@ -190,3 +190,18 @@ def test_ctrl_c_inside_a_step_is_raised_at_the_end_of_that_batch():
     # The batch that received the signal finished; no other batch started.
     assert len(steps_run) == 4 and ends == [0, 1, 2, 3]
     assert handler_after is signal.default_int_handler
+
+
+def test_a_resume_keeps_only_the_history_rows_of_epochs_it_does_not_run_again(tmp_path):
+    """Rows written after the checkpoint a run resumes from (a crash between an epoch's row
+    and its checkpoint) are dropped, so the replayed epoch's row is not there twice."""
+    from kcnn.training.fitting import _keep_history_before
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss\n0,1.5\n1,1.2\n2,1.1\n")
+    _keep_history_before(path, 2)
+    assert path.read_text() == "epoch,loss\n0,1.5\n1,1.2\n"
+    _keep_history_before(path, 2)  # nothing past epoch 1: unchanged
+    assert path.read_text() == "epoch,loss\n0,1.5\n1,1.2\n"
+    _keep_history_before(path, 0)
+    assert path.read_text() == "epoch,loss\n"
