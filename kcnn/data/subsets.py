@@ -56,11 +56,15 @@ def split_validation(images, targets, fraction, seed):
     """Holds out `fraction` of a training split for validation.
 
     Class-stratified when `targets` are one label per image (each class keeps its share),
-    a seeded random subset otherwise (masks, boxes). Both parts keep their original order.
+    a seeded random subset otherwise: per-image targets `(N, ...)` (masks, boxes) and
+    structured arrays `(N,)` whose records hold several targets of an image
+    (`instance_targets`: boxes and masks), which stay together. Both parts keep their
+    original order.
 
     Args:
         images: array `(N, ...)`.
-        targets: array `(N,)` of labels, or `(N, ...)` of per-image targets.
+        targets: array `(N,)` of labels, `(N, ...)` of per-image targets, or a structured
+            array `(N,)` of per-image records.
         fraction: float in [0, 1). Share held out; 0 holds out nothing.
         seed: int. Seed of the draw.
 
@@ -77,7 +81,7 @@ def split_validation(images, targets, fraction, seed):
     if not fraction:
         return (images, targets), None
     rng = np.random.default_rng(seed)
-    if targets.ndim > 1:
+    if targets.ndim > 1 or targets.dtype.names is not None:
         held_out = np.sort(rng.permutation(len(targets))[: int(round(fraction * len(targets)))])
     else:
         held_out = []
