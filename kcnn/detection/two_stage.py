@@ -263,13 +263,15 @@ def sample_balanced(labels, num_samples, positive_fraction, seed):
     positive_fraction` where this rounds; both give 128 for those two settings. Labels -1
     are never drawn. Each row draws with stateless random numbers of `seed`: the same seed
     gives the same sample, and a caller varies it per step (e.g. from the optimizer's
-    iteration counter) to get fresh samples.
+    iteration counter) to get fresh samples. With one seed per image, an image's sample
+    depends on its own seed only, not on the other images of its batch (how `FasterRCNN`
+    samples the same under any split of a batch over replicas).
 
     Args:
         labels: int tensor `(B, N)` in {1, 0, -1}, N static.
         num_samples: positive int, the sample size per image.
         positive_fraction: float in [0, 1].
-        seed: int tensor or sequence of shape `(2,)`.
+        seed: int tensor or sequence of shape `(2,)`, or `(B, 2)`: one seed per image.
 
     Returns:
         A tuple `(positive_mask, negative_mask)` of bool tensors `(B, N)`. Row b has
@@ -298,7 +300,14 @@ def sample_balanced(labels, num_samples, positive_fraction, seed):
         )
     size = labels.shape[1]
     max_positives = round(num_samples * positive_fraction)
-    keys = tf.random.stateless_uniform(tf.shape(labels), seed)  # in [0, 1)
+    if seed.shape.rank == 1:
+        keys = tf.random.stateless_uniform(tf.shape(labels), seed)  # in [0, 1)
+    else:
+        keys = tf.map_fn(
+            lambda image_seed: tf.random.stateless_uniform([size], image_seed),
+            seed,
+            fn_output_signature=tf.float32,
+        )
     positive, negative = ops.equal(labels, 1), ops.equal(labels, 0)
     num_positive = ops.minimum(ops.sum(ops.cast(positive, "int32"), axis=1), max_positives)
     num_negative = ops.minimum(
@@ -486,7 +495,7 @@ def sample_rois(
         num_samples: positive int, RoIs per image. Defaults to 512.
         positive_fraction: float in [0, 1]. Defaults to `0.25`.
         foreground_iou: float in [0, 1]. Defaults to `0.5`.
-        seed: int tensor `(2,)`, the `sample_balanced` seed; required.
+        seed: int tensor `(2,)` or `(B, 2)`, the `sample_balanced` seed; required.
         weights: the box targets' `encode_boxes` weights. Defaults to
             `(10.0, 10.0, 5.0, 5.0)`.
 
@@ -496,7 +505,9 @@ def sample_rois(
         `"box_targets"` float32 `(B, num_samples, 4)`, `encode_boxes(matched ground truth,
         roi, weights)` for foreground RoIs and 0 elsewhere; and `"valid"` bool
         `(B, num_samples)`, False on the padding rows that an image with fewer candidates
-        than `num_samples` has (RoIs and targets 0, class 0). The foreground RoIs come first.
+        than `num_samples` has (RoIs and targets 0, class 0); `"matched"` int32
+        `(B, num_samples)`, the ground-truth row of each foreground RoI (0 elsewhere), which
+        Mask R-CNN's mask targets read. The foreground RoIs come first.
 
     Raises:
         ValueError: for a bad argument, named with the value received.
@@ -543,7 +554,8 @@ def sample_rois(
     chosen_priority, order = tf.math.top_k(priority, k=num_samples)
     valid, chosen_foreground = chosen_priority > 0.0, chosen_priority > 1.0
     rois = tf.gather(candidates, order, batch_dims=1)
-    targets = tf.gather(gt_boxes, tf.gather(matched, order, batch_dims=1), batch_dims=1)
+    matched = tf.gather(matched, order, batch_dims=1)
+    targets = tf.gather(gt_boxes, matched, batch_dims=1)
     classes = ops.cast(ops.round(targets[..., 4]), "int32") + 1
     box_targets = encode_boxes(targets[..., :4], rois, weights)
     return {
@@ -552,6 +564,7 @@ def sample_rois(
         # Background rows may encode against an empty box (log 0); their target is 0.
         "box_targets": ops.where(chosen_foreground[..., None], box_targets, 0.0),
         "valid": valid,
+        "matched": ops.where(chosen_foreground, matched, 0),
     }
 
 
@@ -723,9 +736,10 @@ def _boxes_tensor(boxes, name, rank=None):
 
 def _check_seed(seed):
     tensor = tf.convert_to_tensor(seed)
-    if not tensor.dtype.is_integer or tensor.shape != (2,):
+    if not tensor.dtype.is_integer or tensor.shape.rank not in (1, 2) or tensor.shape[-1] != 2:
         raise ValueError(
-            f"`seed` must be an int tensor of shape (2,), e.g. (step, 0). Received: seed={seed!r}"
+            "`seed` must be an int tensor of shape (2,), e.g. (step, 0), or (batch, 2), one "
+            f"per image. Received: seed={seed!r}"
         )
     return tf.cast(tensor, tf.int64)
 
