@@ -39,6 +39,8 @@ from kcnn.detection.detectors import (
 from kcnn.detection.faster_rcnn import FasterRCNN, FasterRCNNLoss
 from kcnn.detection.faster_rcnn_outputs import FasterRCNNDecoder, decode_roi_detections
 from kcnn.detection.losses import DetectionLoss, varifocal_loss
+from kcnn.detection.mask_rcnn import MaskRCNN, MaskRCNNDecoder, MaskRCNNLoss
+from kcnn.detection.masks import mask_loss, mask_targets, paste_masks
 from kcnn.detection.retinanet import RetinaNet, set_retinanet_prior
 from kcnn.detection.sliding_windows import (
     fully_convolutional_classifier,
@@ -66,6 +68,9 @@ __all__ = [
     "FasterRCNN",
     "FasterRCNNDecoder",
     "FasterRCNNLoss",
+    "MaskRCNN",
+    "MaskRCNNDecoder",
+    "MaskRCNNLoss",
     "RetinaNet",
     "RetinaNetDecoder",
     "RetinaNetLoss",
@@ -92,7 +97,10 @@ __all__ = [
     "generate_proposals",
     "load_coco_detections",
     "load_coco_ground_truth",
+    "mask_loss",
+    "mask_targets",
     "match_anchors",
+    "paste_masks",
     "rpn_loss",
     "sample_balanced",
     "sample_rois",

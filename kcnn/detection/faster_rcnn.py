@@ -99,11 +99,13 @@ class FasterRCNN(DetectionModel):
     `fast_rcnn_loss`. The loss is the weighted sum of the four terms (weights from the
     compiled `FasterRCNNLoss`, `make_loss(...)`) plus the layers' losses, computed in
     float32 under mixed precision; the logs are `loss` and the four terms (`LOSS_TERMS`).
-    The sampling is stateless, seeded by `sampling_seed`, the optimizer's iteration
-    counter and the replica (`sampling_seeds`): a resumed run samples as an uninterrupted
-    one. Under a `tf.distribute` strategy each replica's terms are its share of the
-    global loss (the two-stage losses normalise by counts summed over the replicas), and
-    Keras sums the replicas' gradients. Sample weights are ignored. Neither step compiles
+    The sampling is stateless, seeded per image by `sampling_seed`, the optimizer's
+    iteration counter and the image's place in the global batch (`sampling_seeds`): a
+    resumed run samples as an uninterrupted one, and replicas sample as one device. Under
+    a `tf.distribute` strategy each replica's terms are its share of the global loss (the
+    two-stage losses normalise by counts summed over the replicas), and Keras sums the
+    replicas' gradients: a step equals one device's on the whole batch (without batch
+    norm, whose statistics are per replica). Sample weights are ignored. Neither step compiles
     under XLA (NMS has no XLA kernel): keep `jit_compile` False or "auto".
 
     Args:
@@ -187,6 +189,8 @@ class FasterRCNN(DetectionModel):
     )
     LOSS_CLASS = FasterRCNNLoss
     DECODER_CLASS = FasterRCNNDecoder
+    # The loss terms, in the order of the loss weights and of the logs after "loss".
+    LOSS_TERMS = LOSS_TERMS
 
     def __init__(
         self,
@@ -298,6 +302,7 @@ class FasterRCNN(DetectionModel):
         pooled = roi_align([features, boxes, box_indices])
         class_logits, box_deltas = roi_head(pooled)
         outputs = detections(class_logits, box_deltas, proposals, proposal_valid)
+        outputs = self._extend_outputs(features, outputs, roi_align, num_classes)
         super().__init__(inputs, outputs, name=name, **kwargs)
         self.feature_pyramid = feature_pyramid
         self.rpn_head = rpn_head
@@ -306,7 +311,7 @@ class FasterRCNN(DetectionModel):
         self.roi_align = roi_align
         self.roi_head = roi_head
         self.detections = detections
-        self.loss_trackers = [keras.metrics.Mean(name=term) for term in ("loss", *LOSS_TERMS)]
+        self.loss_trackers = [keras.metrics.Mean(name=term) for term in ("loss", *self.LOSS_TERMS)]
 
         # === Config ===
         self.backbone = backbone
@@ -340,9 +345,20 @@ class FasterRCNN(DetectionModel):
         proposal network's outputs, finest level first."""
         return np.concatenate(self.region_proposals.anchors)
 
+    def _extend_outputs(self, features, detections, roi_align, num_classes):
+        """The model's output from its detections: the detections themselves. A subclass
+        appends a branch (Mask R-CNN's masks) here, with the FPN `features` (a dict by
+        level), the box head's `roi_align` layer and the checked `num_classes`; it runs
+        inside `__init__`, before the functional model exists, and may set attributes."""
+        return detections
+
+    def decoder_arguments(self):
+        """The decoder's arguments besides the detection settings: none."""
+        return {}
+
     @property
     def metrics(self):
-        """The means of `loss` and the four terms of `LOSS_TERMS`, as `fit` logs them."""
+        """The means of `loss` and the terms of `LOSS_TERMS`, as `fit` logs them."""
         return list(self.loss_trackers)
 
     # --- loss and decoder ---
@@ -350,7 +366,7 @@ class FasterRCNN(DetectionModel):
     def make_loss(self, **options):
         """A `FasterRCNNLoss` with `options` (its weights and betas), which `train_step`
         reads from the compiled model."""
-        return FasterRCNNLoss(**options)
+        return self.LOSS_CLASS(**options)
 
     def make_decoder(
         self, score_threshold=None, iou_threshold=None, max_detections=None, name=None
@@ -384,31 +400,40 @@ class FasterRCNN(DetectionModel):
                 "`max_detections` cannot exceed the model's. Received: "
                 f"max_detections={max_detections} > {self.max_detections}"
             )
-        return FasterRCNNDecoder(
+        return self.DECODER_CLASS(
             self.num_classes,
             self.image_size,
             score_threshold=score_threshold,
             iou_threshold=iou_threshold,
             max_detections=max_detections,
             name=name,
+            **self.decoder_arguments(),
         )
 
     # --- training ---
 
-    def sampling_seeds(self, step):
-        """The stateless seeds `(rpn_seed, roi_seed)`, int64 `(2,)`, of training step `step`
-        on the current replica: `(sampling_seed, 2 * (step * replicas + replica))` and
-        `(sampling_seed, 2 * (step * replicas + replica) + 1)`."""
+    def sampling_seeds(self, step, batch_size):
+        """The stateless seeds `(rpn_seed, roi_seed)`, int64 `(batch_size, 2)`, one per image
+        of training step `step` on the current replica.
+
+        Image i of replica r's `batch_size` images is image g = r * batch_size + i of the
+        global batch of G = replicas * batch_size; its seeds are
+        `(sampling_seed, 2 * (step * G + g))` and `(sampling_seed, 2 * (step * G + g) + 1)`.
+        So an image samples the same anchors and RoIs whether the global batch runs on one
+        device or is split over replicas (which take consecutive slices of it).
+        """
         context = tf.distribute.get_replica_context()
         replicas, replica = 1, 0
         if context is not None:
             replicas, replica = context.num_replicas_in_sync, context.replica_id_in_sync_group
-        key = 2 * (tf.cast(step, tf.int64) * replicas + tf.cast(replica, tf.int64))
-        seed = tf.constant(self.sampling_seed, tf.int64)
-        return tf.stack([seed, key]), tf.stack([seed, key + 1])
+        batch_size = tf.cast(batch_size, tf.int64)
+        images = tf.cast(replica, tf.int64) * batch_size + tf.range(batch_size, dtype=tf.int64)
+        keys = 2 * (tf.cast(step, tf.int64) * replicas * batch_size + images)
+        seed = tf.fill(tf.shape(keys), tf.constant(self.sampling_seed, tf.int64))
+        return tf.stack([seed, keys], axis=1), tf.stack([seed, keys + 1], axis=1)
 
     def compute_loss_terms(self, images, targets, step=0, training=False):
-        """The four unweighted loss terms of a batch, float32 scalars keyed by `LOSS_TERMS`.
+        """The unweighted loss terms of a batch, float32 scalars keyed by `LOSS_TERMS`.
 
         What `train_step` (with `training=True`) and `test_step` compute: see the class
         docstring. `step` picks the sampling seeds (`sampling_seeds`). Under a distribution
@@ -420,7 +445,12 @@ class FasterRCNN(DetectionModel):
             step: int or int tensor. Defaults to 0.
             training: bool, whether layers run in training mode. Defaults to False.
         """
-        rpn_seed, roi_seed = self.sampling_seeds(step)
+        return self._two_stage_terms(images, targets, step, training)[0]
+
+    def _two_stage_terms(self, images, targets, step, training):
+        """`(terms, features, rois)`: the four terms of `LOSS_TERMS`, the FPN features and
+        `sample_rois`' dict, which a subclass's branch (Mask R-CNN's masks) trains on."""
+        rpn_seed, roi_seed = self.sampling_seeds(step, tf.shape(images)[0])
         betas = self._compiled_loss()
         targets = ops.cast(targets, "float32")
         features = self.feature_pyramid(images, training=training)
@@ -471,7 +501,8 @@ class FasterRCNN(DetectionModel):
             rois["valid"],
             beta=betas.roi_box_beta,
         )
-        return dict(zip(LOSS_TERMS, (rpn_objectness, rpn_box, roi_class, roi_box), strict=True))
+        terms = dict(zip(LOSS_TERMS, (rpn_objectness, rpn_box, roi_class, roi_box), strict=True))
+        return terms, features, rois
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Zero: a Faster R-CNN's loss is no function of `(y, y_pred)`.
@@ -502,18 +533,20 @@ class FasterRCNN(DetectionModel):
 
     def _compiled_loss(self):
         if self.loss is None:
-            return FasterRCNNLoss()
-        if not isinstance(self.loss, FasterRCNNLoss):
+            return self.LOSS_CLASS()
+        if not isinstance(self.loss, self.LOSS_CLASS):
             raise ValueError(
-                "A FasterRCNN must be compiled with its own loss settings, "
-                "`loss=model.make_loss(...)` (a `FasterRCNNLoss`), or none. Received: "
-                f"loss={self.loss!r}"
+                f"A {type(self).__name__} must be compiled with its own loss settings, "
+                f"`loss=model.make_loss(...)` (a `{self.LOSS_CLASS.__name__}`), or none. "
+                f"Received: loss={self.loss!r}"
             )
         return self.loss
 
     def _total_loss(self, terms):
         weights = self._compiled_loss().weights
-        total = sum(weight * terms[name] for weight, name in zip(weights, LOSS_TERMS, strict=True))
+        total = sum(
+            weight * terms[name] for weight, name in zip(weights, self.LOSS_TERMS, strict=True)
+        )
         if self.losses:
             # The terms are each replica's share of the global loss, the layers' losses
             # are whole on every replica: they are divided so that the replicas' summed

@@ -307,20 +307,23 @@ class FasterRCNNDecoder(_DetectionSettings):
     ([[1, -1, -1]], [1])
     """
 
+    # The columns of a row of the model's output.
+    columns = DETECTION_COLUMNS
+
     def build(self, input_shape):
         if (
             len(input_shape) != 3
-            or input_shape[2] != DETECTION_COLUMNS
+            or input_shape[2] != self.columns
             or (input_shape[1] is not None and input_shape[1] < self.max_detections)
         ):
             raise ValueError(
-                f"FasterRCNNDecoder expects the model's detections (batch, D, "
-                f"{DETECTION_COLUMNS}) with D >= max_detections={self.max_detections}. "
+                f"{type(self).__name__} expects the model's detections (batch, D, "
+                f"{self.columns}) with D >= max_detections={self.max_detections}. "
                 f"Received: input_shape={tuple(input_shape)}"
             )
 
     def call(self, inputs):
-        rows = ops.cast(inputs, "float32")[:, : self.max_detections]
+        rows = ops.cast(inputs, "float32")[:, : self.max_detections, :DETECTION_COLUMNS]
         boxes, scores, classes = rows[..., :4], rows[..., 4], ops.cast(rows[..., 5], "int32")
         valid = ops.logical_and(classes >= 0, scores > self.score_threshold)
         return {

@@ -50,7 +50,8 @@ LOSS_WEIGHTS = {
     "roi_box_weight": 0.5,
 }
 ROI_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
-# One step on 2 logical CPUs, against the terms of the whole batch on one device.
+# One SGD step on 2 logical CPUs against one step of the whole batch on one device, from the
+# same weights, for Faster and Mask R-CNN (no batch norm: its statistics are per replica).
 MIRRORED_STEP = """
 import json
 import numpy as np
@@ -61,27 +62,47 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras
 from kcnn.backbones import build_backbone
 from kcnn.data import load_detection_data
-from kcnn.detection import FasterRCNN, detection_loss
+from kcnn.detection import FasterRCNN, MaskRCNN, detection_loss
 
-scenes = load_detection_data("shapes", image_size=64, train_count=4, test_count=1)
-images, targets = scenes.x_train / np.float32(255), scenes.y_train.astype("float32")
+scenes = load_detection_data("shapes", image_size=64, train_count=4, test_count=1, masks=True)
+images, boxes = scenes.x_train / np.float32(255), scenes.y_train.astype("float32")
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    keras.utils.set_random_seed(0)
+
+
+def build(family):
     backbone = build_backbone(
         "plain_cnn", input_shape=(64, 64, 3), filters=(4, 4, 8, 8, 8, 8), convs_per_level=1,
         normalization=None,
     )
-    model = FasterRCNN(backbone, 4, fpn_channels=16, box_head_units=32, rpn_batch_size=2048,
-                       roi_batch_size=64)
-    model.compile(keras.optimizers.SGD(0.0), loss=detection_loss(model, rpn_box_weight=2.0))
-one = model.compute_loss_terms(images, targets, step=0, training=True)
-history = model.fit(images, targets, batch_size=4, epochs=1, verbose=0).history
-print("RESULT " + json.dumps({
-    "replicas": strategy.num_replicas_in_sync,
-    "one_device": {name: float(value) for name, value in one.items()},
-    "mirrored": {name: values[0] for name, values in history.items()},
-}))
+    arguments = dict(fpn_channels=16, box_head_units=32, roi_batch_size=64)
+    if family is MaskRCNN:
+        arguments.update(mask_head_filters=8, mask_head_convs=1, mask_pool_size=7)
+    model = family(backbone, 4, **arguments)
+    model.compile(keras.optimizers.SGD(0.05), loss=detection_loss(model, rpn_box_weight=2.0))
+    return model
+
+
+results = {}
+for family in (FasterRCNN, MaskRCNN):
+    targets = boxes if family is FasterRCNN else {"boxes": boxes, "masks": scenes.masks_train}
+    keras.utils.set_random_seed(0)
+    one = build(family)
+    initial = one.get_weights()
+    with strategy.scope():
+        mirrored = build(family)
+    mirrored.set_weights(initial)
+    logs = {}
+    for name, model in (("one_device", one), ("mirrored", mirrored)):
+        history = model.fit(images, targets, batch_size=4, epochs=1, shuffle=False, verbose=0)
+        logs[name] = {key: values[0] for key, values in history.history.items()}
+    pairs = list(zip(one.get_weights(), mirrored.get_weights(), initial))
+    results[family.__name__] = {
+        **logs,
+        "replicas": strategy.num_replicas_in_sync,
+        "weight_error": max(float(np.max(np.abs(a - b))) for a, b, _ in pairs),
+        "weight_change": max(float(np.max(np.abs(a - c))) for a, _, c in pairs),
+    }
+print("RESULT " + json.dumps(results))
 """
 CLAMP = math.log(1000.0 / 16)
 
@@ -263,7 +284,7 @@ def test_train_step_losses_equal_numpy_float64_references(data):
     proposals, _, proposal_valid = generate_proposals(
         list(objectness), list(deltas), model.region_proposals.anchors, SIZE, 1000, 500
     )
-    _, roi_seed = model.sampling_seeds(0)
+    _, roi_seed = model.sampling_seeds(0, 2)
     rois = sample_rois(proposals, proposal_valid, targets, 64, 0.25, seed=roi_seed)
     roi_logits, roi_deltas = _second_stage(model, images, rois["rois"], training=True)
     roi_class, roi_box = reference.fast_rcnn_loss(
@@ -322,21 +343,24 @@ def test_sampling_is_stateless_and_rois_train_no_proposal_gradient(trained, data
     assert all(g is not None for g in tape.gradient(rpn_total, rpn_weights))
 
 
-def test_mirrored_strategy_normalises_over_the_global_batch():
-    # Each replica's terms are its share of the global loss: the region proposal network's
-    # terms (sampling-free here: every anchor is sampled) equal one device's on the whole batch.
+def test_mirrored_step_equals_one_device_for_faster_and_mask_rcnn():
+    # Each replica's terms are its share of the global loss and every image samples with its
+    # own seed: two replicas log the terms and make the update of one device.
     process = subprocess.run(
-        [sys.executable, "-c", MIRRORED_STEP], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", MIRRORED_STEP], capture_output=True, text=True, timeout=600
     )
     lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, process.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT ") :])
-    one, mirrored = result["one_device"], result["mirrored"]
-    assert result["replicas"] == 2
-    for name in ("rpn_objectness_loss", "rpn_box_loss"):
-        assert mirrored[name] == pytest.approx(one[name], rel=1e-5), name
-    weighted = sum(w * mirrored[name] for w, name in zip((1, 2, 1, 1), one, strict=True))
-    assert mirrored["loss"] == pytest.approx(weighted, rel=1e-5)
+    results = json.loads(lines[-1][len("RESULT ") :])
+    assert set(results) == {"FasterRCNN", "MaskRCNN"}
+    for family, result in results.items():
+        one, mirrored = result["one_device"], result["mirrored"]
+        assert result["replicas"] == 2
+        assert set(one) == set(mirrored) and len(one) == (6 if family == "MaskRCNN" else 5)
+        for name, value in one.items():
+            assert mirrored[name] == pytest.approx(value, rel=1e-5), (family, name)
+        assert result["weight_change"] > 1e-3, family
+        assert result["weight_error"] < 1e-6, family
 
 
 def test_mixed_precision_losses_and_outputs_are_float32(data):

@@ -183,6 +183,22 @@ def test_sample_balanced_is_reproducible_and_seed_dependent():
         np.testing.assert_array_equal(a, b)
 
 
+def test_sample_balanced_with_one_seed_per_image_draws_each_image_on_its_own():
+    # An image's sample depends on its own seed only: the same as alone in a batch of one,
+    # whatever the other images are (how replicas sample as one device).
+    labels = RNG.choice([-1, 0, 1], size=(3, 150), p=[0.2, 0.6, 0.2]).astype(np.int32)
+    seeds = np.array([[5, 0], [5, 1], [5, 2]])
+    batch = [np.asarray(m) for m in sample_balanced(labels, 24, 0.5, seed=seeds)]
+    for image in range(3):
+        alone = sample_balanced(labels[image : image + 1], 24, 0.5, seed=seeds[image : image + 1])
+        for together, single in zip(batch, alone, strict=True):
+            np.testing.assert_array_equal(together[image], np.asarray(single)[0])
+    shuffled = sample_balanced(labels[::-1], 24, 0.5, seed=seeds[::-1])
+    np.testing.assert_array_equal(np.asarray(shuffled[0])[::-1], batch[0])
+    assert not np.array_equal(batch[0][0], batch[0][1])
+    assert np.all(batch[0].sum(axis=1) == np.minimum((labels == 1).sum(axis=1), 12))
+
+
 def test_sample_balanced_draws_uniformly():
     """2 of 10 positives and 3 of 6 negatives, over 2000 independent rows: each eligible
     index is drawn with frequency 0.2 (positives) and 0.5 (negatives)."""
