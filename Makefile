@@ -14,7 +14,7 @@ PER_CLASS ?= 3
 SEEDS ?= 0
 PRETRAINED := runs/transfer_pretrain/model.keras
 
-.PHONY: setup train train-segment train-inpaint train-detect train-detect-faster-rcnn train-localize train-fashion tune transfer-demo notebooks notebook-pictures test lint evaluate export analyze help
+.PHONY: setup train train-segment train-inpaint train-detect train-detect-faster-rcnn train-instance-mask-rcnn train-localize train-fashion tune transfer-demo notebooks notebook-pictures test lint evaluate export analyze help
 
 help:
 	@echo "make train          train the default experiment ($(CONFIG)), evaluate, plot, export"
@@ -25,6 +25,7 @@ help:
 	@echo "make train-inpaint  partial-convolution U-Net inpainting of held-out photo crops"
 	@echo "make train-detect   anchor-free detector on the built-in shapes scenes, COCO mAP"
 	@echo "make train-detect-faster-rcnn   two-stage Faster R-CNN on the same scenes"
+	@echo "make train-instance-mask-rcnn   Mask R-CNN: boxes and instance masks on the same scenes"
 	@echo "make train-localize class + box of Fashion-MNIST items placed at random on a canvas"
 	@echo "make tune           architecture search ($(TUNE_CONFIG)): Pareto front of accuracy vs MACs"
 	@echo "make transfer-demo  Fashion-MNIST features on a few digits, against training from scratch"
@@ -48,6 +49,9 @@ train-detect: setup
 
 train-detect-faster-rcnn: setup
 	$(KCNN) train configs/detect_shapes_faster_rcnn.yaml
+
+train-instance-mask-rcnn: setup
+	$(KCNN) train configs/instance_shapes_mask_rcnn.yaml
 
 train-localize: setup
 	$(KCNN) train configs/localize_fashion.yaml

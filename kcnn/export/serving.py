@@ -21,6 +21,9 @@ A kcnn SavedModel has two endpoints:
     (B, D), `classes` int32 (B, D), `class_names` (B, D) strings and `count` int32 (B,):
     image b has `count[b]` detections, best first; the rows after them are padding (boxes
     and scores 0, class -1, name "").
+  - instance segmentation: the same, and `masks` float32 (B, D, m, m), each detection's mask
+    probabilities in the frame of its box (`kcnn.detection.paste_masks` pastes them into the
+    image).
 
 - `serve` is the Keras model itself on float32 inputs in [0, 1] (what `model.export` writes);
   the TFLite files are converted from it, except detection's, which are converted from the
@@ -174,7 +177,9 @@ def detection_endpoint(model, decoder, class_names, image_size=None):
     Args:
         decoder: a layer mapping the model's output to `boxes`, `scores`, `classes` and
             `count` for images of `decoder.image_size` (e.g. `kcnn.detection`'s
-            `DetectionDecoder`).
+            `DetectionDecoder`), and for Mask R-CNN `masks` (B, D, m, m), each detection's
+            mask in the frame of its box, which is returned as it is (it scales with the
+            box).
     """
     size = spatial_size(model, image_size)
     labels = tf.constant([str(name) for name in class_names])
@@ -186,13 +191,16 @@ def detection_endpoint(model, decoder, class_names, image_size=None):
         # Resizing maps pixel edges linearly, so box sides scale by the size ratio.
         scale = tf.stack([input_size[1] / model_width, input_size[0] / model_height] * 2)
         classes = detections["classes"]
-        return {
+        outputs = {
             "boxes": detections["boxes"] * scale,
             "scores": detections["scores"],
             "classes": classes,
             "class_names": tf.where(classes >= 0, tf.gather(labels, tf.maximum(classes, 0)), ""),
             "count": detections["count"],
         }
+        if "masks" in detections:
+            outputs["masks"] = detections["masks"]
+        return outputs
 
     return serve
 

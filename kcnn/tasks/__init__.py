@@ -1,6 +1,6 @@
 """Tasks: each kind of problem behind one `Task` contract (see `kcnn.tasks.base`).
 
-Importing this package registers the five built-in tasks; `get_task(name)` returns one and
+Importing this package registers the six built-in tasks; `get_task(name)` returns one and
 `task_names()` lists them.
 """
 
@@ -16,6 +16,7 @@ from kcnn.tasks.inpainting import (
     inpainting_loss,
     inpainting_scores,
 )
+from kcnn.tasks.instance_segmentation import InstanceSegmentationTask
 from kcnn.tasks.localization import LocalizationLoss, LocalizationTask, localization_scores
 from kcnn.tasks.losses import (
     CrossEntropyLoss,
@@ -37,6 +38,7 @@ __all__ = [
     "HoleL1",
     "InpaintingLoss",
     "InpaintingTask",
+    "InstanceSegmentationTask",
     "JaccardLoss",
     "LocalizationLoss",
     "LocalizationTask",

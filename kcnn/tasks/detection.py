@@ -53,6 +53,38 @@ def _ground_truth_rows(boxes):
     return kept[:, :4], kept[:, 4].astype(np.int64)
 
 
+def pair_detections(expected, actual):
+    """Pairs the detections of two runs on the same images (Keras's and LiteRT's).
+
+    Within an image, each expected detection is paired with the unpaired actual one of its
+    class whose box is nearest (largest coordinate difference), not row by row: two
+    detections whose scores differ by float rounding may come out of NMS in either order.
+
+    Returns:
+        `(pairs, unpaired)`: `(image, expected_row, actual_row)` triples, and the number of
+        expected detections without an actual one of their class. Rows beyond the smaller
+        of the two counts of an image are not paired.
+    """
+    counts = np.minimum(np.asarray(expected["count"]), np.asarray(actual["count"]))
+    expected_boxes = np.asarray(expected["boxes"], np.float64)
+    actual_boxes = np.asarray(actual["boxes"], np.float64)
+    pairs, unpaired = [], 0
+    for image, count in enumerate(counts):
+        free = np.ones(count, bool)
+        for row in range(count):
+            candidates = np.flatnonzero(
+                free & (actual["classes"][image, :count] == expected["classes"][image, row])
+            )
+            if not candidates.size:
+                unpaired += 1
+                continue
+            errors = np.abs(actual_boxes[image, candidates] - expected_boxes[image, row])
+            best = candidates[np.argmin(errors.max(axis=1))]
+            free[best] = False
+            pairs.append((image, row, best))
+    return pairs, unpaired
+
+
 def _as_numpy(detections):
     return {name: np.asarray(value) for name, value in detections.items()}
 
@@ -77,6 +109,11 @@ class DetectionTask(Task):
             images, boxes, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment
         )
 
+    def boxes_of(self, targets):
+        """The padded boxes `(N, max_boxes, 5)` of a split's targets: the targets
+        themselves (a task whose targets hold more says where its boxes are)."""
+        return targets
+
     def loss(self, train_config, model):
         """The model's loss (`kcnn.detection.detection_loss`: `DetectionLoss` for a
         `Detector`, `RetinaNetLoss` for a `RetinaNet`) with the `train.loss` options
@@ -93,11 +130,11 @@ class DetectionTask(Task):
         NMS of whole images, not a per-batch Keras metric."""
         if validation is None:
             return []
-        images, boxes = validation
+        images, targets = validation
         return [
             COCOMetricsCallback(
                 images,
-                boxes,
+                self.boxes_of(targets),
                 data.class_names,
                 detection_decoder(model),
                 batch_size=data_config.batch_size,
@@ -145,38 +182,23 @@ class DetectionTask(Task):
         """Parity of LiteRT detections with Keras's (see `parity_report`'s `compare`).
 
         They agree when every image has the same detection count and each Keras detection
-        has a LiteRT one of the same class with its box within `BOX_TOLERANCE` relative
-        (absolute below 1 pixel). Detections are paired within an image, each with the
-        unpaired one of its class whose box is nearest, not row by row: two detections
-        whose scores differ by float rounding may come out of NMS in either order.
-        `max_abs_error` is the largest box difference in pixels over the pairs.
+        has a LiteRT one of the same class (`pair_detections`) with its box within
+        `BOX_TOLERANCE` relative (absolute below 1 pixel). `max_abs_error` is the largest
+        box difference in pixels over the pairs.
         """
-        counts = np.asarray(expected["count"]), np.asarray(actual["count"])
-        same_count = counts[0] == counts[1]
+        same_count = np.asarray(expected["count"]) == np.asarray(actual["count"])
         keras_boxes = np.asarray(expected["boxes"], np.float64)
         litert_boxes = np.asarray(actual["boxes"], np.float64)
         keras_scores = np.asarray(expected["scores"], np.float64)
         litert_scores = np.asarray(actual["scores"], np.float64)
-        box_errors, relative_errors, score_errors, unpaired, paired = [], [], [], 0, 0
-        for image, count in enumerate(np.minimum(*counts)):
-            free = np.ones(count, bool)
-            for row in range(count):
-                candidates = np.flatnonzero(
-                    free & (actual["classes"][image, :count] == expected["classes"][image, row])
-                )
-                if not candidates.size:
-                    unpaired += 1
-                    continue
-                errors = np.abs(litert_boxes[image, candidates] - keras_boxes[image, row])
-                nearest = np.argmin(errors.max(axis=1))
-                best, error = candidates[nearest], errors[nearest]
-                free[best] = False
-                paired += 1
-                box_errors.append(error.max())
-                relative_errors.append(
-                    (error / np.maximum(np.abs(keras_boxes[image, row]), 1.0)).max()
-                )
-                score_errors.append(abs(litert_scores[image, best] - keras_scores[image, row]))
+        pairs, unpaired = pair_detections(expected, actual)
+        paired = len(pairs)
+        box_errors, relative_errors, score_errors = [], [], []
+        for image, row, best in pairs:
+            error = np.abs(litert_boxes[image, best] - keras_boxes[image, row])
+            box_errors.append(error.max())
+            relative_errors.append((error / np.maximum(np.abs(keras_boxes[image, row]), 1.0)).max())
+            score_errors.append(abs(litert_scores[image, best] - keras_scores[image, row]))
         entries = {
             "max_abs_error": float(max(box_errors, default=0.0)),
             "max_relative_box_error": float(max(relative_errors, default=0.0)),
@@ -210,7 +232,8 @@ class DetectionTask(Task):
         """COCO mAP@[.5:.95], mAP@.5, mAP@.75 and per-class AP on the test split, with the
         decoder's settings."""
         detections = self.predict(model, data, batch_size) if predictions is None else predictions
-        scores = self.coco_scores(detections, data.y_test, data.class_names, data.x_test.shape[1:3])
+        boxes = self.boxes_of(data.y_test)
+        scores = self.coco_scores(detections, boxes, data.class_names, data.x_test.shape[1:3])
         decoder = detection_decoder(model)
         return {
             "map": scores["map"],
@@ -222,7 +245,7 @@ class DetectionTask(Task):
                 for name, value in scores["per_class"].items()
             },
             "test_images": int(len(data.x_test)),
-            "test_boxes": int(np.sum(np.asarray(data.y_test)[..., 4] >= 0)),
+            "test_boxes": int(np.sum(np.asarray(boxes)[..., 4] >= 0)),
             "decoder": {
                 "score_threshold": decoder.score_threshold,
                 "iou_threshold": decoder.iou_threshold,

@@ -42,6 +42,7 @@ from kcnn.viz.patches import (
 from kcnn.viz.plots import (
     confusion_matrix,
     draw_boxes,
+    draw_masks,
     plot_boxes,
     plot_confusion_matrix,
     plot_detection_grid,
@@ -73,6 +74,7 @@ __all__ = [
     "deep_dream",
     "deformable_sampling_locations",
     "draw_boxes",
+    "draw_masks",
     "embed",
     "explain",
     "fgsm",

@@ -251,6 +251,27 @@ def draw_boxes(axis, boxes, labels, scores=None, class_names=None):
         )
 
 
+def draw_masks(axis, masks, labels, alpha=0.45):
+    """Overlays `(n, H, W)` binary instance masks on an axis that shows their image, each
+    filled in its class's colour (as `draw_boxes` colours the boxes).
+
+    Raises:
+        ValueError: if masks and labels disagree in number or the masks are not 3-D.
+    """
+    masks = np.asarray(masks, bool)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    if masks.ndim != 3 or len(masks) != len(labels):
+        raise ValueError(
+            "`masks` must be (n, H, W), one per label. Received: "
+            f"masks.shape={masks.shape}, {len(labels)} labels"
+        )
+    colours = plt.get_cmap("tab10")(np.arange(10))
+    for mask, label in zip(masks, labels, strict=True):
+        overlay = np.zeros((*mask.shape, 4))
+        overlay[mask] = (*colours[label % 10][:3], alpha)
+        axis.imshow(overlay, interpolation="nearest")
+
+
 def plot_boxes(image, boxes, labels, scores=None, class_names=None, title=None):
     """Draws boxes with their class name (and score) on an image.
 
@@ -294,8 +315,10 @@ def plot_detection_grid(
     Args:
         images: `(N, H, W, C)` uint8 or float in [0, 1].
         ground_truth: N pairs `(boxes (n, 4), classes (n,))`, pixel boxes
-            `[x_min, y_min, x_max, y_max]`.
-        detections: N triples `(boxes (m, 4), classes (m,), scores (m,))`.
+            `[x_min, y_min, x_max, y_max]`, or triples with the boxes' binary instance
+            masks `(n, H, W)` last, drawn under the boxes (`draw_masks`).
+        detections: N triples `(boxes (m, 4), classes (m,), scores (m,))`, or with masks
+            `(m, H, W)` as a fourth item.
         class_names: sequence of names, indexed by the classes.
         max_rows: int. At most this many images. Defaults to 6.
         title: str or None.
@@ -320,9 +343,14 @@ def plot_detection_grid(
     for row in range(rows):
         true_axis, detected_axis = axes[row]
         show_image(true_axis, images[row], column_titles[0] if row == 0 else None)
-        draw_boxes(true_axis, *ground_truth[row], class_names=class_names)
-        boxes, classes, scores = detections[row]
+        true_boxes, true_classes, *true_masks = ground_truth[row]
+        if true_masks:
+            draw_masks(true_axis, true_masks[0], true_classes)
+        draw_boxes(true_axis, true_boxes, true_classes, class_names=class_names)
+        boxes, classes, scores, *masks = detections[row]
         show_image(detected_axis, images[row], column_titles[1] if row == 0 else None)
+        if masks:
+            draw_masks(detected_axis, masks[0], classes)
         draw_boxes(detected_axis, boxes, classes, scores, class_names)
         if column_titles[1] == "detections":
             detected_axis.set_xlabel(f"{len(boxes)} detections", fontsize=8)

@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+from matplotlib import pyplot as plt
 from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 
 from kcnn.viz import (
     confusion_matrix,
+    draw_masks,
     plot_boxes,
     plot_confusion_matrix,
     plot_detection_grid,
@@ -110,6 +112,33 @@ def test_detection_grid_draws_ground_truth_left_and_detections_right():
     )
     assert [axis.get_title() for axis in one_each.axes[:2]] == ["truth", "prediction"]
     assert one_each.axes[1].get_xlabel() == ""
+
+
+def test_detection_grid_overlays_each_mask_in_its_class_colour():
+    images = np.zeros((1, 6, 8, 3), np.uint8)
+    true_mask = np.zeros((1, 6, 8), bool)
+    true_mask[0, 1:3, 2:5] = True
+    detected_masks = np.zeros((2, 6, 8), bool)
+    detected_masks[0, 4:, :2] = True
+    detected_masks[1, 0, 7] = True
+    figure = plot_detection_grid(
+        images,
+        [(np.array([[2, 1, 5, 3]]), np.array([2]), true_mask)],
+        [(np.zeros((2, 4)), np.array([0, 1]), np.array([0.9, 0.8]), detected_masks)],
+        ["a", "b", "c"],
+    )
+    colours = plt.get_cmap("tab10")(np.arange(10))
+    true_axis, detected_axis = figure.axes
+    overlays = [image.get_array() for image in true_axis.images[1:]]
+    assert len(overlays) == 1
+    np.testing.assert_array_equal(overlays[0][..., 3] > 0, true_mask[0])
+    np.testing.assert_allclose(overlays[0][1, 2, :3], colours[2][:3])
+    overlays = [image.get_array() for image in detected_axis.images[1:]]
+    for overlay, mask, label in zip(overlays, detected_masks, (0, 1), strict=True):
+        np.testing.assert_array_equal(overlay[..., 3] > 0, mask)
+        np.testing.assert_allclose(overlay[mask][0, :3], colours[label][:3])
+    with pytest.raises(ValueError, match="one per label"):
+        draw_masks(true_axis, detected_masks, [0])
 
 
 def test_training_curves_give_validation_only_metrics_a_panel():
