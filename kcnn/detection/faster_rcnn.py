@@ -99,9 +99,10 @@ class FasterRCNN(DetectionModel):
     `fast_rcnn_loss`. The loss is the weighted sum of the four terms (weights from the
     compiled `FasterRCNNLoss`, `make_loss(...)`) plus the layers' losses, computed in
     float32 under mixed precision; the logs are `loss` and the four terms (`LOSS_TERMS`).
-    The sampling is stateless, seeded per image by `sampling_seed`, the optimizer's
-    iteration counter and the image's place in the global batch (`sampling_seeds`): a
-    resumed run samples as an uninterrupted one, and replicas sample as one device. Under
+    The sampling is stateless, seeded by `sampling_seed` and the optimizer's iteration
+    counter (`sampling_seeds`), with the random numbers of each image's row in the global
+    batch (`batch_rows`): a resumed run samples as an uninterrupted one, and replicas
+    sample as one device. Under
     a `tf.distribute` strategy each replica's terms are its share of the global loss (the
     two-stage losses normalise by counts summed over the replicas), and Keras sums the
     replicas' gradients: a step equals one device's on the whole batch (without batch
@@ -412,25 +413,24 @@ class FasterRCNN(DetectionModel):
 
     # --- training ---
 
-    def sampling_seeds(self, step, batch_size):
-        """The stateless seeds `(rpn_seed, roi_seed)`, int64 `(batch_size, 2)`, one per image
-        of training step `step` on the current replica.
+    def sampling_seeds(self, step):
+        """The stateless seeds `(rpn_seed, roi_seed)`, int64 `(2,)`, of training step `step`:
+        `(sampling_seed, 2 * step)` and `(sampling_seed, 2 * step + 1)`."""
+        seed = tf.constant(self.sampling_seed, tf.int64)
+        key = 2 * tf.cast(step, tf.int64)
+        return tf.stack([seed, key]), tf.stack([seed, key + 1])
 
-        Image i of replica r's `batch_size` images is image g = r * batch_size + i of the
-        global batch of G = replicas * batch_size; its seeds are
-        `(sampling_seed, 2 * (step * G + g))` and `(sampling_seed, 2 * (step * G + g) + 1)`.
-        So an image samples the same anchors and RoIs whether the global batch runs on one
-        device or is split over replicas (which take consecutive slices of it).
-        """
+    @staticmethod
+    def batch_rows(batch_size):
+        """`(first, total)`: the current replica's images are rows `first` to
+        `first + batch_size - 1` of the global batch of `total` (replicas take consecutive
+        slices of it); `(0, batch_size)` without a strategy. The sampling draws its random
+        numbers for the global batch and keeps these rows (`sample_balanced`)."""
         context = tf.distribute.get_replica_context()
         replicas, replica = 1, 0
         if context is not None:
             replicas, replica = context.num_replicas_in_sync, context.replica_id_in_sync_group
-        batch_size = tf.cast(batch_size, tf.int64)
-        images = tf.cast(replica, tf.int64) * batch_size + tf.range(batch_size, dtype=tf.int64)
-        keys = 2 * (tf.cast(step, tf.int64) * replicas * batch_size + images)
-        seed = tf.fill(tf.shape(keys), tf.constant(self.sampling_seed, tf.int64))
-        return tf.stack([seed, keys], axis=1), tf.stack([seed, keys + 1], axis=1)
+        return replica * batch_size, replicas * batch_size
 
     def compute_loss_terms(self, images, targets, step=0, training=False):
         """The unweighted loss terms of a batch, float32 scalars keyed by `LOSS_TERMS`.
@@ -450,7 +450,8 @@ class FasterRCNN(DetectionModel):
     def _two_stage_terms(self, images, targets, step, training):
         """`(terms, features, rois)`: the four terms of `LOSS_TERMS`, the FPN features and
         `sample_rois`' dict, which a subclass's branch (Mask R-CNN's masks) trains on."""
-        rpn_seed, roi_seed = self.sampling_seeds(step, tf.shape(images)[0])
+        rpn_seed, roi_seed = self.sampling_seeds(step)
+        batch_rows = self.batch_rows(tf.shape(images)[0])
         betas = self._compiled_loss()
         targets = ops.cast(targets, "float32")
         features = self.feature_pyramid(images, training=training)
@@ -460,7 +461,7 @@ class FasterRCNN(DetectionModel):
         anchors = self.anchors
         labels, matched = match_anchors(anchors, targets)
         positive, negative = sample_balanced(
-            labels, self.rpn_batch_size, self.rpn_positive_fraction, rpn_seed
+            labels, self.rpn_batch_size, self.rpn_positive_fraction, rpn_seed, batch_rows
         )
         matched_boxes = tf.gather(targets[..., :4], matched, batch_dims=1)
         rpn_objectness, rpn_box = rpn_loss(
@@ -489,6 +490,7 @@ class FasterRCNN(DetectionModel):
             self.roi_batch_size,
             self.roi_positive_fraction,
             seed=roi_seed,
+            batch_rows=batch_rows,
         )
         boxes, box_indices = self.roi_boxes(rois["rois"])
         pooled = self.roi_align([features, boxes, box_indices])

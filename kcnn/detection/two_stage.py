@@ -253,7 +253,7 @@ def match_anchors(
     return ops.cast(labels, "int32"), matched
 
 
-def sample_balanced(labels, num_samples, positive_fraction, seed):
+def sample_balanced(labels, num_samples, positive_fraction, seed, batch_rows=None):
     """Draws a fixed-size sample of positives and negatives per image, uniformly.
 
     Faster R-CNN section 3.1.3: up to `round(num_samples * positive_fraction)` positives
@@ -263,15 +263,18 @@ def sample_balanced(labels, num_samples, positive_fraction, seed):
     positive_fraction` where this rounds; both give 128 for those two settings. Labels -1
     are never drawn. Each row draws with stateless random numbers of `seed`: the same seed
     gives the same sample, and a caller varies it per step (e.g. from the optimizer's
-    iteration counter) to get fresh samples. With one seed per image, an image's sample
-    depends on its own seed only, not on the other images of its batch (how `FasterRCNN`
-    samples the same under any split of a batch over replicas).
+    iteration counter) to get fresh samples. With `batch_rows=(first, total)` the `labels`
+    are rows `first` to `first + B - 1` of a batch of `total` images: the random numbers are
+    drawn for the whole batch and those rows kept, so an image's sample is the same wherever
+    the batch is split (how `FasterRCNN`'s replicas sample as one device).
 
     Args:
         labels: int tensor `(B, N)` in {1, 0, -1}, N static.
         num_samples: positive int, the sample size per image.
         positive_fraction: float in [0, 1].
-        seed: int tensor or sequence of shape `(2,)`, or `(B, 2)`: one seed per image.
+        seed: int tensor or sequence of shape `(2,)`.
+        batch_rows: None, or `(first, total)`, ints or int scalar tensors with
+            `0 <= first` and `first + B <= total`. Defaults to None: `(0, B)`.
 
     Returns:
         A tuple `(positive_mask, negative_mask)` of bool tensors `(B, N)`. Row b has
@@ -300,14 +303,13 @@ def sample_balanced(labels, num_samples, positive_fraction, seed):
         )
     size = labels.shape[1]
     max_positives = round(num_samples * positive_fraction)
-    if seed.shape.rank == 1:
+    _check_batch_rows(batch_rows, labels.shape[0])
+    if batch_rows is None:
         keys = tf.random.stateless_uniform(tf.shape(labels), seed)  # in [0, 1)
     else:
-        keys = tf.map_fn(
-            lambda image_seed: tf.random.stateless_uniform([size], image_seed),
-            seed,
-            fn_output_signature=tf.float32,
-        )
+        first, total = (tf.cast(value, tf.int32) for value in batch_rows)
+        keys = tf.random.stateless_uniform([total, size], seed)
+        keys = keys[first : first + tf.shape(labels)[0]]
     positive, negative = ops.equal(labels, 1), ops.equal(labels, 0)
     num_positive = ops.minimum(ops.sum(ops.cast(positive, "int32"), axis=1), max_positives)
     num_negative = ops.minimum(
@@ -477,6 +479,7 @@ def sample_rois(
     foreground_iou=0.5,
     seed=None,
     weights=ROI_BOX_WEIGHTS,
+    batch_rows=None,
 ):
     """Samples the RoIs of the Fast R-CNN head and their class and box targets.
 
@@ -495,9 +498,11 @@ def sample_rois(
         num_samples: positive int, RoIs per image. Defaults to 512.
         positive_fraction: float in [0, 1]. Defaults to `0.25`.
         foreground_iou: float in [0, 1]. Defaults to `0.5`.
-        seed: int tensor `(2,)` or `(B, 2)`, the `sample_balanced` seed; required.
+        seed: int tensor `(2,)`, the `sample_balanced` seed; required.
         weights: the box targets' `encode_boxes` weights. Defaults to
             `(10.0, 10.0, 5.0, 5.0)`.
+        batch_rows: None or `(first, total)`, `sample_balanced`'s: the images' rows in a
+            larger batch. Defaults to None.
 
     Returns:
         A dict of `"rois"` float32 `(B, num_samples, 4)`; `"classes"` int32
@@ -546,7 +551,7 @@ def sample_rois(
     _, max_iou, matched = _match(candidates, gt_boxes, gt_valid)
     foreground = ops.logical_and(candidate_valid, max_iou >= foreground_iou)
     labels = ops.where(foreground, 1, ops.where(candidate_valid, 0, -1))
-    positive, negative = sample_balanced(labels, num_samples, positive_fraction, seed)
+    positive, negative = sample_balanced(labels, num_samples, positive_fraction, seed, batch_rows)
 
     # The sampled candidates to the front, foreground first, each in candidate order:
     # top-k puts equal values in index order.
@@ -734,12 +739,25 @@ def _boxes_tensor(boxes, name, rank=None):
     return boxes
 
 
+def _check_batch_rows(batch_rows, count):
+    """Checks `(first, total)` where they are Python ints and the batch size is known."""
+    if batch_rows is None:
+        return
+    if len(batch_rows) != 2:
+        raise ValueError(f"`batch_rows` must be (first, total). Received: {batch_rows!r}")
+    first, total = batch_rows
+    if is_int(first) and is_int(total) and count is not None and not 0 <= first <= total - count:
+        raise ValueError(
+            f"`batch_rows` (first, total) must hold the {count} images: 0 <= first and "
+            f"first + {count} <= total. Received: batch_rows={tuple(batch_rows)}"
+        )
+
+
 def _check_seed(seed):
     tensor = tf.convert_to_tensor(seed)
-    if not tensor.dtype.is_integer or tensor.shape.rank not in (1, 2) or tensor.shape[-1] != 2:
+    if not tensor.dtype.is_integer or tensor.shape != (2,):
         raise ValueError(
-            "`seed` must be an int tensor of shape (2,), e.g. (step, 0), or (batch, 2), one "
-            f"per image. Received: seed={seed!r}"
+            f"`seed` must be an int tensor of shape (2,), e.g. (step, 0). Received: seed={seed!r}"
         )
     return tf.cast(tensor, tf.int64)
 

@@ -139,7 +139,7 @@ def test_train_step_mask_term_equals_a_numpy_float64_reference(data):
     proposals, _, valid = generate_proposals(
         list(objectness), list(deltas), model.region_proposals.anchors, SIZE, 1000, 500
     )
-    _, roi_seed = model.sampling_seeds(0, 2)
+    _, roi_seed = model.sampling_seeds(0)
     rois = sample_rois(proposals, valid, targets["boxes"], 64, 0.25, seed=roi_seed)
     count = model.mask_rois
     assert count == 16

@@ -183,20 +183,23 @@ def test_sample_balanced_is_reproducible_and_seed_dependent():
         np.testing.assert_array_equal(a, b)
 
 
-def test_sample_balanced_with_one_seed_per_image_draws_each_image_on_its_own():
-    # An image's sample depends on its own seed only: the same as alone in a batch of one,
-    # whatever the other images are (how replicas sample as one device).
+def test_sample_balanced_draws_a_split_batch_as_the_whole():
+    # The rows of a batch sampled in slices with `batch_rows` (as replicas do) get the sample
+    # of the whole batch drawn at once.
     labels = RNG.choice([-1, 0, 1], size=(3, 150), p=[0.2, 0.6, 0.2]).astype(np.int32)
-    seeds = np.array([[5, 0], [5, 1], [5, 2]])
-    batch = [np.asarray(m) for m in sample_balanced(labels, 24, 0.5, seed=seeds)]
-    for image in range(3):
-        alone = sample_balanced(labels[image : image + 1], 24, 0.5, seed=seeds[image : image + 1])
-        for together, single in zip(batch, alone, strict=True):
-            np.testing.assert_array_equal(together[image], np.asarray(single)[0])
-    shuffled = sample_balanced(labels[::-1], 24, 0.5, seed=seeds[::-1])
-    np.testing.assert_array_equal(np.asarray(shuffled[0])[::-1], batch[0])
-    assert not np.array_equal(batch[0][0], batch[0][1])
-    assert np.all(batch[0].sum(axis=1) == np.minimum((labels == 1).sum(axis=1), 12))
+    whole = [np.asarray(m) for m in sample_balanced(labels, 24, 0.5, seed=(5, 1))]
+    parts = [
+        sample_balanced(labels[:1], 24, 0.5, seed=(5, 1), batch_rows=(0, 3)),
+        sample_balanced(labels[1:], 24, 0.5, seed=(5, 1), batch_rows=(1, 3)),
+    ]
+    for index in range(2):
+        np.testing.assert_array_equal(
+            np.concatenate([np.asarray(part[index]) for part in parts]), whole[index]
+        )
+    alone = np.asarray(sample_balanced(labels[1:], 24, 0.5, seed=(5, 1))[0])
+    assert not np.array_equal(alone, whole[0][1:])  # without batch_rows: other numbers
+    with pytest.raises(ValueError, match="batch_rows"):
+        sample_balanced(labels[1:], 24, 0.5, seed=(5, 1), batch_rows=(2, 3))
 
 
 def test_sample_balanced_draws_uniformly():
