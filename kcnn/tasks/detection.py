@@ -253,28 +253,31 @@ class DetectionTask(Task):
             },
         }
 
+    plot_title = f"held-out images: ground truth and detections scoring >= {PLOT_SCORE_THRESHOLD}"
+
+    def plotted_truth(self, targets, index):
+        """What `predictions.png` draws of image `index`'s ground truth: `(boxes, classes)`."""
+        return _ground_truth_rows(targets[index])
+
+    def plotted_detections(self, detections, index, image_size):
+        """What `predictions.png` draws of image `index`'s detections: `(boxes, classes,
+        scores)` of those scoring >= `PLOT_SCORE_THRESHOLD`."""
+        count = detections["count"][index]
+        keep = detections["scores"][index, :count] >= PLOT_SCORE_THRESHOLD
+        return tuple(detections[key][index, :count][keep] for key in ("boxes", "classes", "scores"))
+
     def plot(self, model, data, batch_size=32, train_config=None, predictions=None):
         """`predictions.png`: ground truth beside detections scoring >= 0.3 on six test
         images."""
         detections = self.predict(model, data, batch_size) if predictions is None else predictions
         shown = range(min(PLOT_IMAGES, len(data.x_test)))
-        shown_detections = []
-        for index in shown:
-            count = detections["count"][index]
-            keep = detections["scores"][index, :count] >= PLOT_SCORE_THRESHOLD
-            shown_detections.append(
-                (
-                    detections["boxes"][index, :count][keep],
-                    detections["classes"][index, :count][keep],
-                    detections["scores"][index, :count][keep],
-                )
-            )
+        image_size = data.x_test.shape[1:3]
         figure = plot_detection_grid(
             data.x_test[: len(shown)],
-            [_ground_truth_rows(data.y_test[index]) for index in shown],
-            shown_detections,
+            [self.plotted_truth(data.y_test, index) for index in shown],
+            [self.plotted_detections(detections, index, image_size) for index in shown],
             data.class_names,
-            title=f"held-out images: ground truth and detections scoring >= {PLOT_SCORE_THRESHOLD}",
+            title=self.plot_title,
         )
         return {"predictions.png": figure}
 

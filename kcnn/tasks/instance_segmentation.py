@@ -26,8 +26,7 @@ from kcnn.detection import (
     to_coco_ground_truth,
 )
 from kcnn.tasks.base import register_task
-from kcnn.tasks.detection import PLOT_IMAGES, PLOT_SCORE_THRESHOLD, DetectionTask, pair_detections
-from kcnn.viz import plot_detection_grid
+from kcnn.tasks.detection import PLOT_SCORE_THRESHOLD, DetectionTask, pair_detections
 
 __all__ = ["MASK_IOU_TOLERANCE", "InstanceSegmentationTask"]
 
@@ -164,35 +163,26 @@ class InstanceSegmentationTask(DetectionTask):
         )
         return metrics
 
-    def plot(self, model, data, batch_size=32, train_config=None, predictions=None):
-        """`predictions.png`: ground-truth boxes and masks beside detections scoring
-        >= 0.3 with their pasted masks, on six test images."""
-        detections = self.predict(model, data, batch_size) if predictions is None else predictions
-        image_size = data.x_test.shape[1:3]
-        truth, shown = [], []
-        for index in range(min(PLOT_IMAGES, len(data.x_test))):
-            boxes, masks = data.y_test["boxes"][index], data.y_test["masks"][index]
-            valid = boxes[:, 4] >= 0
-            truth.append((boxes[valid, :4], boxes[valid, 4].astype(np.int64), masks[valid]))
-            count = detections["count"][index]
-            keep = detections["scores"][index, :count] >= PLOT_SCORE_THRESHOLD
-            kept_boxes = detections["boxes"][index, :count][keep]
-            shown.append(
-                (
-                    kept_boxes,
-                    detections["classes"][index, :count][keep],
-                    detections["scores"][index, :count][keep],
-                    paste_masks(detections["masks"][index, :count][keep], kept_boxes, image_size),
-                )
-            )
-        figure = plot_detection_grid(
-            data.x_test[: len(shown)],
-            truth,
-            shown,
-            data.class_names,
-            title=f"held-out images: truth and detections >= {PLOT_SCORE_THRESHOLD}, masks",
+    plot_title = f"held-out images: truth and detections >= {PLOT_SCORE_THRESHOLD}, masks"
+
+    def plotted_truth(self, targets, index):
+        """`DetectionTask.plotted_truth` and the boxes' masks: `predictions.png` draws the
+        masks under the boxes."""
+        boxes, masks = targets["boxes"][index], targets["masks"][index]
+        valid = boxes[:, 4] >= 0
+        return boxes[valid, :4], boxes[valid, 4].astype(np.int64), masks[valid]
+
+    def plotted_detections(self, detections, index, image_size):
+        """`DetectionTask.plotted_detections` and their masks pasted into the image."""
+        count = detections["count"][index]
+        keep = detections["scores"][index, :count] >= PLOT_SCORE_THRESHOLD
+        boxes, classes, scores = super().plotted_detections(detections, index, image_size)
+        return (
+            boxes,
+            classes,
+            scores,
+            paste_masks(detections["masks"][index, :count][keep], boxes, image_size),
         )
-        return {"predictions.png": figure}
 
     def summary(self, metrics):
         return (
