@@ -42,6 +42,7 @@ from kcnn.detection.losses import DetectionLoss, varifocal_loss
 from kcnn.detection.mask_rcnn import MaskRCNN, MaskRCNNDecoder, MaskRCNNLoss
 from kcnn.detection.masks import mask_loss, mask_targets, paste_masks
 from kcnn.detection.retinanet import RetinaNet, set_retinanet_prior
+from kcnn.detection.sampling import sample_balanced, sample_rois
 from kcnn.detection.sliding_windows import (
     fully_convolutional_classifier,
     sliding_window_scores,
@@ -55,8 +56,6 @@ from kcnn.detection.two_stage import (
     generate_proposals,
     match_anchors,
     rpn_loss,
-    sample_balanced,
-    sample_rois,
 )
 
 __all__ = [

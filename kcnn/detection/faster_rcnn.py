@@ -4,8 +4,9 @@ Ren, He, Girshick & Sun 2015, "Faster R-CNN: Towards Real-Time Object Detection 
 Proposal Networks" (arXiv:1506.01497), on the pyramid of Lin, Dollar, Girshick, He,
 Hariharan & Belongie 2017, "Feature Pyramid Networks for Object Detection"
 (arXiv:1612.03144), with Detectron2's choices where the papers leave one open. The
-anchors, targets, sampling, proposals and losses are `kcnn.detection.two_stage`'s; the
-feature pyramid, heads and proposals are `kcnn.detection.faster_rcnn_layers`'; the
+anchors, targets, proposals and losses are `kcnn.detection.two_stage`'s, the sampling
+`kcnn.detection.sampling`'s; the feature pyramid, heads and proposals are
+`kcnn.detection.faster_rcnn_layers`'; the
 detections, their decoder and the loss settings are `kcnn.detection.faster_rcnn_outputs`'.
 
 A two-stage detector's loss is not a function of `(y_true, y_pred)`: it needs the region
@@ -43,14 +44,13 @@ from kcnn.detection.faster_rcnn_outputs import (
     FasterRCNNLoss,
     RoIDetections,
 )
+from kcnn.detection.sampling import sample_balanced, sample_rois
 from kcnn.detection.two_stage import (
     encode_boxes,
     fast_rcnn_loss,
     generate_proposals,
     match_anchors,
     rpn_loss,
-    sample_balanced,
-    sample_rois,
 )
 from kcnn.layers import RoIAlign
 from kcnn.models.registry import register_model
