@@ -61,6 +61,7 @@ one RoIAlign per level (computing every level for every box and selecting would 
 
 import math
 
+import tensorflow as tf
 from keras import backend, ops
 
 from kcnn._validation import check_positive_int, is_int, is_number, normalize_tuple
@@ -276,8 +277,8 @@ def _align(features, scales, boxes, box_indices, level, output_size, sampling_ra
     box_w, box_h = (x2 * scale - offset) - start_x, (y2 * scale - offset) - start_y
     if not aligned:
         box_w, box_h = ops.maximum(box_w, 1.0), ops.maximum(box_h, 1.0)
-    ys = _sample_coordinates(start_y, box_h / out_h, out_h, sampling_ratio)
-    xs = _sample_coordinates(start_x, box_w / out_w, out_w, sampling_ratio)
+    ys = _sample_coordinates(start_y, _divide(box_h, out_h), out_h, sampling_ratio)
+    xs = _sample_coordinates(start_x, _divide(box_w, out_w), out_w, sampling_ratio)
     y_low, y_weights = _neighbours(ys, height)
     x_low, x_weights = _neighbours(xs, width)
 
@@ -324,7 +325,28 @@ def _sample_coordinates(start, bin_size, bins, sampling_ratio):
     grid = ops.reshape(ops.arange(sampling_ratio, dtype=start.dtype) + 0.5, (1, 1, -1))
     start = ops.reshape(start, (-1, 1, 1))
     bin_size = ops.reshape(bin_size, (-1, 1, 1))
-    return (start + bin_index * bin_size) + grid * bin_size / sampling_ratio
+    # A graph's arithmetic optimizer would sum the three terms in another order (moving
+    # positions by a float32 step); a Snapshot of the first sum keeps torchvision's order.
+    first = _snapshot(start + bin_index * bin_size)
+    return first + _divide(grid * bin_size, sampling_ratio)
+
+
+@tf.custom_gradient
+def _snapshot(x):
+    """`x` through a Snapshot, which a graph's arithmetic optimizer does not look through
+    (the identity's gradient: TensorFlow registers none for Snapshot)."""
+    return tf.raw_ops.Snapshot(input=x), lambda upstream: upstream
+
+
+def _divide(x, divisor):
+    """`x / divisor` for a positive int `divisor`, correctly rounded in a graph too.
+
+    In a graph TensorFlow divides `x / 7` as `x * (1 / 7)` (in 258 of 512 random float32
+    values the last bit differs from the true quotient), which moves sample positions by a
+    float32 step and outputs by up to 2e-5 from torchvision's. `DivNoNan` is a true division
+    (the divisor is never 0 here) that the graph keeps; TFLite converts it to builtin ops.
+    """
+    return ops.divide_no_nan(x, ops.cast(divisor, x.dtype))
 
 
 def _neighbours(coordinates, size):
