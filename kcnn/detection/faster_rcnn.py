@@ -6,8 +6,8 @@ Hariharan & Belongie 2017, "Feature Pyramid Networks for Object Detection"
 (arXiv:1612.03144), with Detectron2's choices where the papers leave one open. The
 anchors, targets, proposals and losses are `kcnn.detection.two_stage`'s, the sampling
 `kcnn.detection.sampling`'s; the feature pyramid, heads and proposals are
-`kcnn.detection.faster_rcnn_layers`'; the
-detections, their decoder and the loss settings are `kcnn.detection.faster_rcnn_outputs`'.
+`kcnn.detection.faster_rcnn_layers`'; the detections, their decoder and the loss settings
+are `kcnn.detection.faster_rcnn_outputs`'.
 
 A two-stage detector's loss is not a function of `(y_true, y_pred)`: it needs the region
 proposal network's outputs, the proposals and the RoIs sampled from them. So `FasterRCNN`
@@ -102,12 +102,12 @@ class FasterRCNN(DetectionModel):
     The sampling is stateless, seeded by `sampling_seed` and the optimizer's iteration
     counter (`sampling_seeds`), with the random numbers of each image's row in the global
     batch (`batch_rows`): a resumed run samples as an uninterrupted one, and replicas
-    sample as one device. Under
-    a `tf.distribute` strategy each replica's terms are its share of the global loss (the
-    two-stage losses normalise by counts summed over the replicas), and Keras sums the
-    replicas' gradients: a step equals one device's on the whole batch (without batch
-    norm, whose statistics are per replica). Sample weights are ignored. Neither step compiles
-    under XLA (NMS has no XLA kernel): keep `jit_compile` False or "auto".
+    sample as one device. Under a `tf.distribute` strategy each replica's terms are its
+    share of the global loss (the two-stage losses normalise by counts summed over the
+    replicas), and Keras sums the replicas' gradients: a step equals one device's on the
+    whole batch (without batch norm, whose statistics are per replica). Sample weights are
+    ignored. Neither step compiles under XLA (NMS has no XLA kernel): keep `jit_compile`
+    False or "auto".
 
     Args:
         backbone: a kcnn backbone with a fixed input size and `levels` among its

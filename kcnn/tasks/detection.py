@@ -85,6 +85,12 @@ def pair_detections(expected, actual):
     return pairs, unpaired
 
 
+def per_class_json(values):
+    """`{class name: AP}` for `metrics.json`: NaN (a class without test objects) is not JSON,
+    so it becomes None ("no value")."""
+    return {name: None if math.isnan(value) else value for name, value in values.items()}
+
+
 def _as_numpy(detections):
     return {name: np.asarray(value) for name, value in detections.items()}
 
@@ -239,11 +245,7 @@ class DetectionTask(Task):
             "map": scores["map"],
             "map50": scores["map50"],
             "map75": scores["map75"],
-            # NaN (a class without test boxes) is not JSON; None says "no value".
-            "per_class_ap": {
-                name: None if math.isnan(value) else value
-                for name, value in scores["per_class"].items()
-            },
+            "per_class_ap": per_class_json(scores["per_class"]),
             "test_images": int(len(data.x_test)),
             "test_boxes": int(np.sum(np.asarray(boxes)[..., 4] >= 0)),
             "decoder": {

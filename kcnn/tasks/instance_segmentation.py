@@ -14,8 +14,6 @@ The detection task with masks beside the boxes:
   `iouType="segm"` beside `"bbox"`.
 """
 
-import math
-
 import numpy as np
 
 from kcnn.data import instance_targets, load_detection_data, make_detection_dataset
@@ -26,17 +24,17 @@ from kcnn.detection import (
     to_coco_ground_truth,
 )
 from kcnn.tasks.base import register_task
-from kcnn.tasks.detection import PLOT_SCORE_THRESHOLD, DetectionTask, pair_detections
+from kcnn.tasks.detection import (
+    PLOT_SCORE_THRESHOLD,
+    DetectionTask,
+    pair_detections,
+    per_class_json,
+)
 
 __all__ = ["MASK_IOU_TOLERANCE", "InstanceSegmentationTask"]
 
 # Smallest IoU of a LiteRT detection's pasted mask with Keras's.
 MASK_IOU_TOLERANCE = 0.99
-
-
-def _no_nan(values):
-    # NaN (a class without test objects) is not JSON; None says "no value".
-    return {name: None if math.isnan(value) else value for name, value in values.items()}
 
 
 @register_task("instance_segmentation")
@@ -158,7 +156,7 @@ class InstanceSegmentationTask(DetectionTask):
                 "mask_map": scores["map"],
                 "mask_map50": scores["map50"],
                 "mask_map75": scores["map75"],
-                "mask_per_class_ap": _no_nan(scores["per_class"]),
+                "mask_per_class_ap": per_class_json(scores["per_class"]),
             }
         )
         return metrics
