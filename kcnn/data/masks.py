@@ -20,7 +20,7 @@ _SHRINK = 0.7
 _MAX_REJECTIONS = 60
 
 
-def _check_area_range(area_range):
+def check_area_range(area_range):
     if (
         not isinstance(area_range, (tuple, list))
         or len(area_range) != 2
@@ -90,6 +90,8 @@ def irregular_mask(image_size, area_range, rng):
     # The bucket's lower end is exclusive (a mask of the 0-10% bucket has a hole): the ratio
     # must reach at least one pixel above `low`.
     target = max(rng.uniform(low, high), low + 1.0 / total)
+    # Its upper end is exclusive too: whole pixels stop at least one short of it.
+    target = min(target, (np.ceil(high * total) - 1) / total)
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
     hole = np.zeros((height, width), dtype=bool)
     scale, rejections = 1.0, 0
@@ -149,7 +151,7 @@ def irregular_masks(count, image_size=64, area_range=(0.1, 0.2), seed=0):
     """
     count = check_positive_int(count, "count")
     image_size = normalize_image_size(image_size)
-    area_range = _check_area_range(area_range)
+    area_range = check_area_range(area_range)
     return np.stack(
         [
             irregular_mask(image_size, area_range, np.random.default_rng([seed, index]))
@@ -180,7 +182,7 @@ def bucketed_masks(count, image_size=64, buckets=AREA_BUCKETS, seed=0):
     """
     count = check_positive_int(count, "count")
     image_size = normalize_image_size(image_size)
-    buckets = [_check_area_range(bucket) for bucket in buckets]
+    buckets = [check_area_range(bucket) for bucket in buckets]
     if not buckets:
         raise ValueError("`buckets` must hold at least one (low, high) pair. Received: []")
     bucket_index = np.arange(count) % len(buckets)
