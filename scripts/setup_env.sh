@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 FASHION_DIR=/usr/share/datasets/fashion-mnist
+MATE_PHOTOS=/usr/share/backgrounds/mate/nature/Dune.jpg
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating virtualenv $VENV with $PYTHON"
@@ -40,4 +41,19 @@ else
   echo "[setup] Fashion-MNIST is not installed and this is not a root shell with apt-get."
   echo "[setup] Install it with:  sudo apt-get install dataset-fashion-mnist"
   echo "[setup] Until then the default run trains on scikit-learn's digits instead."
+fi
+
+# Real photographs for the inpainting data set `photos` (kcnn.data.MATE_PHOTO_SOURCES).
+if [ -f "$MATE_PHOTOS" ]; then
+  echo "[setup] mate-backgrounds photos found"
+elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[setup] installing the Debian package mate-backgrounds (photos for inpainting)"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mate-backgrounds >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mate-backgrounds >/dev/null 2>&1 \
+      || echo "[setup] could not install mate-backgrounds; inpainting needs collection=skimage"
+  fi
+else
+  echo "[setup] mate-backgrounds is not installed and this is not a root shell with apt-get."
+  echo "[setup] Install it with:  sudo apt-get install mate-backgrounds"
 fi

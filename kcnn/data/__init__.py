@@ -2,7 +2,8 @@
 
 Built-in data needs no network: Fashion-MNIST from the Debian package
 `dataset-fashion-mnist`, scikit-learn's 8x8 digits, procedural shapes on
-scikit-image's public-domain photos, crops of those photos, and irregular hole masks.
+scikit-image's public-domain photos, crops of those photos and of the nature photos of
+Debian's `mate-backgrounds`, and irregular hole masks.
 """
 
 from kcnn.data.augment import (
@@ -51,7 +52,13 @@ from kcnn.data.masks import (
     irregular_masks,
     load_mask_folder,
 )
-from kcnn.data.photos import PHOTO_SOURCES, load_photo, load_photos
+from kcnn.data.photos import (
+    MATE_PHOTO_SOURCES,
+    PHOTO_COLLECTIONS,
+    PHOTO_SOURCES,
+    load_photo,
+    load_photos,
+)
 from kcnn.data.pipeline import (
     AUGMENTATIONS,
     CLASSIFICATION_AUGMENTATIONS,
@@ -99,6 +106,8 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
     "ITEM_THRESHOLD",
+    "MATE_PHOTO_SOURCES",
+    "PHOTO_COLLECTIONS",
     "PHOTO_SOURCES",
     "SHAPE_CLASSES",
     "SHAPES_CLASS_NAMES",

@@ -6,12 +6,18 @@ import inspect
 import numpy as np
 import sklearn.model_selection
 
-from kcnn._validation import check_fraction, normalize_image_size
+from kcnn._validation import check_fraction, check_positive_int, normalize_image_size
 from kcnn.data._imaging import resize_image
 from kcnn.data.digits import DIGITS_CLASSES, load_digits
 from kcnn.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from kcnn.data.folders import load_image_folder, load_segmentation_folders
-from kcnn.data.masks import bucketed_masks, irregular_masks, load_mask_folder
+from kcnn.data.masks import (
+    AREA_BUCKETS,
+    bucketed_masks,
+    check_area_range,
+    irregular_masks,
+    load_mask_folder,
+)
 from kcnn.data.photos import load_photos
 from kcnn.data.shapes import make_shapes
 
@@ -247,6 +253,23 @@ class InpaintingData(ImageData):
     mask_pool: np.ndarray = None
 
 
+def _inpainting_masks(image_size, area_range, mask_pool_size, mask_path, mask_holes, seed, counts):
+    """The training mask pool and one mask per training and test image."""
+    train_count, test_count, test_buckets = counts
+    rng = np.random.default_rng(seed)
+    if mask_path is None:
+        pool = irregular_masks(mask_pool_size, image_size, tuple(area_range), seed)
+        # Test masks cycle through the buckets, drawn with their own seed.
+        test_masks, _ = bucketed_masks(
+            test_count, image_size, buckets=test_buckets, seed=seed + TEST_SEED_OFFSET
+        )
+    else:
+        pool = load_mask_folder(mask_path, image_size, holes=mask_holes)
+        test_masks = pool[rng.integers(0, len(pool), test_count)]
+    train_masks = pool[rng.integers(0, len(pool), train_count)]
+    return pool, train_masks, test_masks
+
+
 def _photos(
     image_size=64,
     train_crops_per_photo=250,
@@ -255,41 +278,94 @@ def _photos(
     mask_pool_size=2000,
     mask_path=None,
     mask_holes="black",
+    collection="all",
     seed=0,
 ):
-    x_train = load_photos(image_size, train_crops_per_photo, "train", seed)
-    x_test = load_photos(image_size, test_crops_per_photo, "test", seed + TEST_SEED_OFFSET)
-    rng = np.random.default_rng(seed)
-    if mask_path is None:
-        pool = irregular_masks(mask_pool_size, image_size, tuple(area_range), seed)
-        # Test masks cycle through the 0-10%, ..., 50-60% buckets, drawn with their own seed.
-        test_masks, _ = bucketed_masks(len(x_test), image_size, seed=seed + TEST_SEED_OFFSET)
-    else:
-        pool = load_mask_folder(mask_path, image_size, holes=mask_holes)
-        test_masks = pool[rng.integers(0, len(pool), len(x_test))]
-    train_masks = pool[rng.integers(0, len(pool), len(x_train))]
+    x_train = load_photos(image_size, train_crops_per_photo, "train", seed, collection=collection)
+    x_test = load_photos(
+        image_size, test_crops_per_photo, "test", seed + TEST_SEED_OFFSET, collection=collection
+    )
+    pool, train_masks, test_masks = _inpainting_masks(
+        image_size,
+        area_range,
+        mask_pool_size,
+        mask_path,
+        mask_holes,
+        seed,
+        (len(x_train), len(x_test), AREA_BUCKETS),
+    )
     return x_train, train_masks, x_test, test_masks, (), pool
 
 
-INPAINTING_DATASETS = {"photos": _photos}
+# Fashion-MNIST's 28x28 items are padded with background (0) to this side, which a U-Net
+# of depth <= 5 divides.
+FASHION_HOLES_SIDE = 32
+
+
+def _fashion_holes(
+    path=None,
+    train_size=12000,
+    test_size=600,
+    area_range=(0.3, 0.6),
+    mask_pool_size=2000,
+    seed=0,
+):
+    check_positive_int(train_size, "train_size")
+    check_positive_int(test_size, "test_size")
+    (x_train, _), (x_test, _) = load_fashion_mnist(path)
+    rng = np.random.default_rng(seed)
+    x_train = x_train[np.sort(rng.permutation(len(x_train))[:train_size])]
+    x_test = x_test[:test_size]
+    border = (FASHION_HOLES_SIDE - x_train.shape[1]) // 2
+    pad = ((0, 0), (border, border), (border, border), (0, 0))
+    x_train = np.pad(x_train.reshape(*x_train.shape[:3], 1), pad)
+    x_test = np.pad(x_test.reshape(*x_test.shape[:3], 1), pad)
+    low, high = check_area_range(area_range)
+    buckets = [b for b in AREA_BUCKETS if b[0] >= low - 1e-9 and b[1] <= high + 1e-9] or [
+        (low, high)
+    ]
+    pool, train_masks, test_masks = _inpainting_masks(
+        FASHION_HOLES_SIDE,
+        (low, high),
+        mask_pool_size,
+        None,
+        "black",
+        seed,
+        (len(x_train), len(x_test), buckets),
+    )
+    return x_train, train_masks, x_test, test_masks, (), pool
+
+
+INPAINTING_DATASETS = {"photos": _photos, "fashion_holes": _fashion_holes}
 
 
 def load_inpainting_data(name, **kwargs):
     """Loads a registered inpainting dataset by name.
 
-    | name       | keyword arguments                                                      |
-    |------------|------------------------------------------------------------------------|
-    | `"photos"` | `image_size=64`, `train_crops_per_photo=250`, `test_crops_per_photo=24`, |
-    |            | `area_range=(0.0, 0.6)`, `mask_pool_size=2000`, `mask_path=None`,       |
-    |            | `mask_holes="black"`, `seed=0`                                          |
+    | name              | keyword arguments                                                |
+    |-------------------|------------------------------------------------------------------|
+    | `"photos"`        | `image_size=64`, `train_crops_per_photo=250`,                    |
+    |                   | `test_crops_per_photo=24`, `area_range=(0.0, 0.6)`,              |
+    |                   | `mask_pool_size=2000`, `mask_path=None`, `mask_holes="black"`,   |
+    |                   | `collection="all"`, `seed=0`                                     |
+    | `"fashion_holes"` | `path=None`, `train_size=12000`, `test_size=600`,                |
+    |                   | `area_range=(0.3, 0.6)`, `mask_pool_size=2000`, `seed=0`         |
 
-    `"photos"` crops the bundled CC0 / public-domain photos (`load_photos`): training crops
-    from the training photos, test crops from the test photos, which training never sees.
+    `"photos"` crops real photographs (`load_photos` of `collection`: by default
+    scikit-image's 12 bundled photos and the 12 nature photos of Debian's
+    `mate-backgrounds`): training crops from the training photos, test crops from the test
+    photos, which training never sees.
     Training masks are a pool of `mask_pool_size` irregular masks (`irregular_masks`) with
     hole ratios in `area_range`; the test masks cycle through the hole-area buckets 0-10%,
     ..., 50-60% with another seed. With `mask_path`, the masks of that folder
     (`load_mask_folder(mask_path, image_size, holes=mask_holes)`) are the pool, and each
     test image gets one of them (seeded).
+
+    `"fashion_holes"` is where a learned prior must win over interpolation: Fashion-MNIST
+    items (`load_fashion_mnist(path)`, grey, padded with background to 32x32) with large
+    irregular holes, ratios in `area_range`; `train_size` items drawn (seeded) from the
+    training set, the first `test_size` of the test set, whose masks cycle through the
+    hole-area buckets inside `area_range` (30-40%, 40-50%, 50-60% by default).
 
     Returns:
         An `InpaintingData`.

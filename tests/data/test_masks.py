@@ -8,10 +8,12 @@ from kcnn.data import (
     bucketed_masks,
     hole_ratio,
     irregular_masks,
+    load_fashion_mnist,
     load_inpainting_data,
     load_mask_folder,
     make_inpainting_dataset,
 )
+from kcnn.data.masks import irregular_mask
 
 
 @pytest.mark.parametrize("area_range", AREA_BUCKETS)
@@ -157,8 +159,13 @@ def test_photos_inpainting_data_holds_out_photos_and_buckets_test_masks(tmp_path
     data = load_inpainting_data(
         "photos", image_size=32, train_crops_per_photo=2, test_crops_per_photo=3, mask_pool_size=6
     )
-    assert data.x_train.shape == (16, 32, 32, 3) and data.x_test.shape == (12, 32, 32, 3)
-    assert data.y_train.shape == (16, 32, 32, 1) and data.mask_pool.shape == (6, 32, 32, 1)
+    # 17 training and 7 test photos (`collection="all"`).
+    assert data.x_train.shape == (34, 32, 32, 3) and data.x_test.shape == (21, 32, 32, 3)
+    assert data.y_train.shape == (34, 32, 32, 1) and data.mask_pool.shape == (6, 32, 32, 1)
+    skimage_only = load_inpainting_data(
+        "photos", image_size=32, train_crops_per_photo=2, collection="skimage", mask_pool_size=6
+    )
+    np.testing.assert_array_equal(skimage_only.x_train, data.x_train[:16])
     assert data.class_names == ()
     ratios = hole_ratio(data.y_test)
     for index, ratio in enumerate(ratios):
@@ -173,3 +180,30 @@ def test_photos_inpainting_data_holds_out_photos_and_buckets_test_masks(tmp_path
         mask_path=str(tmp_path),
     )
     assert own.mask_pool.shape == (1, 20, 20, 1) and own.y_test.min(axis=(1, 2, 3)).max() == 0
+
+
+def test_fashion_holes_pads_items_and_draws_large_holes():
+    data = load_inpainting_data("fashion_holes", train_size=40, test_size=9, mask_pool_size=12)
+    (x_train, _), (x_test, _) = load_fashion_mnist()
+    assert data.x_train.shape == (40, 32, 32, 1) and data.x_test.shape == (9, 32, 32, 1)
+    # Padded by 2 pixels of background; the items inside are Fashion-MNIST's.
+    np.testing.assert_array_equal(data.x_test[:, 2:30, 2:30, 0], x_test[:9].reshape(9, 28, 28))
+    assert data.x_train[:, :2].max() == 0 and data.x_train[:, :, 30:].max() == 0
+    train_items = {item.tobytes() for item in x_train.reshape(-1, 28, 28)}
+    assert all(item[2:30, 2:30, 0].tobytes() in train_items for item in data.x_train)
+    for index, ratio in enumerate(hole_ratio(data.y_test)):
+        low, high = AREA_BUCKETS[3 + index % 3]
+        assert low < ratio < high
+    pool_ratios = hole_ratio(data.mask_pool)
+    assert pool_ratios.min() > 0.3 and pool_ratios.max() < 0.6
+    with pytest.raises(ValueError, match="`train_size` must be a positive int"):
+        load_inpainting_data("fashion_holes", train_size=0)
+
+
+@pytest.mark.parametrize(("index", "bucket"), [(60, 3), (233, 5), (325, 4)])
+def test_a_hole_ratio_never_reaches_the_end_of_its_bucket(index, bucket):
+    # Masks whose drawn ratio fell within one pixel of the bucket's end used to land on it
+    # (a 30-40% mask with a 40.04% hole): the fashion_holes test masks 60, 233 and 325.
+    low, high = AREA_BUCKETS[bucket]
+    mask = irregular_mask((32, 32), (low, high), np.random.default_rng([1_000_003, index]))
+    assert low < hole_ratio(mask[np.newaxis])[0] < high

@@ -1,8 +1,15 @@
 import numpy as np
+import PIL.Image
 import pytest
 import skimage.data
 
-from kcnn.data import PHOTO_SOURCES, load_photo, load_photos
+from kcnn.data import PHOTO_SOURCES, load_photo, load_photos, photos
+from kcnn.data.photos import (
+    MATE_PHOTO_DIR,
+    MATE_PHOTO_SOURCES,
+    MATE_SHORT_SIDE,
+    PHOTO_COLLECTIONS,
+)
 
 
 def reference_photo(name):
@@ -69,3 +76,42 @@ def test_bad_arguments(kwargs, message):
 def test_unknown_photo():
     with pytest.raises(ValueError, match=r"`name` must be one of .*Received: name='lena'"):
         load_photo("lena")
+
+
+def test_mate_photos_are_shrunk_real_photographs_split_by_photo():
+    assert not set(MATE_PHOTO_SOURCES["train"]) & set(MATE_PHOTO_SOURCES["test"])
+    for name in MATE_PHOTO_SOURCES["test"]:
+        photo = load_photo(name)
+        path = f"{MATE_PHOTO_DIR}/{name.split('/')[1]}.jpg"
+        with PIL.Image.open(path) as original:
+            width, height = original.size
+            reference = np.asarray(
+                original.convert("RGB").resize(photo.shape[1::-1], PIL.Image.BOX), np.float64
+            )
+        assert min(photo.shape[:2]) == MATE_SHORT_SIDE
+        assert photo.shape[1] / photo.shape[0] == pytest.approx(width / height, rel=0.01)
+        # An antialiased shrink: close to the box-filter average of the original's pixels.
+        assert np.abs(photo - reference).mean() < 4.0
+        assert photo.std() > 20  # a photograph, not a flat colour
+
+
+def test_collections():
+    assert PHOTO_COLLECTIONS["all"]["test"] == PHOTO_SOURCES["test"] + MATE_PHOTO_SOURCES["test"]
+    crops, names, _ = load_photos(16, 2, "test", seed=3, collection="all", return_sources=True)
+    assert names == [name for name in PHOTO_COLLECTIONS["all"]["test"] for _ in range(2)]
+    # A photo's crops do not depend on the collection it was drawn with.
+    skimage_only = load_photos(16, 2, "test", seed=3, collection="skimage")
+    mate_only = load_photos(16, 2, "test", seed=3, collection="mate")
+    np.testing.assert_array_equal(crops, np.concatenate([skimage_only, mate_only]))
+    with pytest.raises(ValueError, match=r"`collection` must be one of \['all', 'mate', 's"):
+        load_photos(collection="debian")
+
+
+def test_missing_package_is_named(monkeypatch, tmp_path):
+    monkeypatch.setattr(photos, "MATE_PHOTO_DIR", str(tmp_path))
+    load_photo.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match=r"apt-get install mate-backgrounds"):
+            load_photo("mate/Dune")
+    finally:
+        load_photo.cache_clear()

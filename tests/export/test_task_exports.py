@@ -55,7 +55,11 @@ def _segmentation():
 
 def _inpainting():
     data = load_inpainting_data(
-        "photos", image_size=32, train_crops_per_photo=8, test_crops_per_photo=4
+        "photos",
+        image_size=32,
+        train_crops_per_photo=8,
+        test_crops_per_photo=4,
+        collection="skimage",
     )
     model = PConvUNet((32, 32, 3), width=4, depth=3)
     model.compile("adam", InpaintingLoss())

@@ -230,6 +230,7 @@ def test_one_step_under_mirrored_strategy_matches_one_device():
 
 def test_train_writes_the_run_folder_and_real_metrics(tmp_path):
     args = {"train_crops_per_photo": 6, "test_crops_per_photo": 3, "mask_pool_size": 24}
+    args["collection"] = "skimage"  # the 12 bundled photos: a small, quick data set
     config = config_from_dict(
         {
             "name": "inpaint_test",
