@@ -13,6 +13,7 @@ from kcnn.layers.max_unpooling2d import MaxUnpooling2D
 from kcnn.layers.partial_conv2d import PartialConv2D
 from kcnn.layers.residual_block import ResidualBlock
 from kcnn.layers.roi_align import RoIAlign
+from kcnn.layers.smooth_fill2d import SmoothFill2D
 from kcnn.layers.stochastic_pooling2d import StochasticPooling2D
 from kcnn.layers.submanifold_conv2d import SubmanifoldConv2D
 
@@ -30,6 +31,7 @@ __all__ = [
     "PartialConv2D",
     "ResidualBlock",
     "RoIAlign",
+    "SmoothFill2D",
     "StochasticPooling2D",
     "SubmanifoldConv2D",
 ]

@@ -10,6 +10,7 @@ from kcnn.ops.fractional_max_pool import (
 )
 from kcnn.ops.gram import gram_matrix
 from kcnn.ops.roi_align import assign_pyramid_levels, multilevel_roi_align, roi_align
+from kcnn.ops.smooth_fill import smooth_fill
 
 __all__ = [
     "assign_pyramid_levels",
@@ -23,4 +24,5 @@ __all__ = [
     "pseudo_random_boundaries",
     "random_boundaries",
     "roi_align",
+    "smooth_fill",
 ]

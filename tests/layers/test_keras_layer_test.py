@@ -25,6 +25,7 @@ from kcnn.layers import (
     PartialConv2D,
     ResidualBlock,
     RoIAlign,
+    SmoothFill2D,
     StochasticPooling2D,
     SubmanifoldConv2D,
 )
@@ -186,4 +187,15 @@ class KerasLayerTest(TestCase):
             input_data=(_images(2, 6, 6, 3), boxes.astype("float32"), np.array([0, 1, 1])),
             expected_output_shape=(3, 3, 2, 3),
             expected_num_trainable_weights=0,
+        )
+
+    def test_smooth_fill2d(self):
+        self.run_layer_test(
+            SmoothFill2D,
+            {"iterations": 3, "coarse_iterations": 2},
+            input_data=(_images(2, 16, 12, 3), _mask(2, 16, 12, 1)),
+            expected_output_shape=(2, 16, 12, 3),
+            expected_num_trainable_weights=0,
+            # No weights: the training check has nothing to train.
+            run_training_check=False,
         )

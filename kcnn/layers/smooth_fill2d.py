@@ -1,0 +1,75 @@
+"""`SmoothFill2D`: fills image holes with a smooth interpolation of the known pixels."""
+
+import keras
+
+from kcnn._serialization import register
+from kcnn._validation import check_positive_int
+from kcnn.ops.smooth_fill import smooth_fill
+
+
+@register
+class SmoothFill2D(keras.layers.Layer):
+    """Fills the holes of an image: a pull-push pyramid refined by biharmonic sweeps.
+
+    The classical fill as a layer, with no weights: `kcnn.ops.smooth_fill` (the pull-push
+    pyramid of Gortler et al., "The Lumigraph", SIGGRAPH 1996, then damped Jacobi sweeps of
+    the biharmonic equation at every level, which converge to the interpolant of
+    `skimage.restoration.inpaint_biharmonic`; Damelin & Hoang 2018). Its pull step is a
+    partial convolution (Liu et al. 2018, arXiv:1804.07723) with a 2x2 box kernel, and every
+    op is a TFLite builtin (average pooling, bilinear resizing, mirror padding, a fixed
+    depthwise convolution), so a model that refines this fill exports like the rest.
+
+    Args:
+        iterations: int >= 0. Biharmonic sweeps at full resolution. Defaults to `40`.
+        coarse_iterations: int >= 0. Sweeps at each coarser pyramid level. Defaults to `20`.
+        levels: int >= 0 or None. Pyramid levels below full resolution; `None` halves while
+            the coarsest level keeps 4 pixels per side. Defaults to `None`.
+        **kwargs: base layer arguments such as `name` and `dtype`.
+
+    Input shape:
+        A list `[images, mask]`: `images` `(batch_size, height, width, channels)` with
+        static height, width and channels (hole pixels are never read) and `mask`
+        `(batch_size, height, width, 1)` or `(..., channels)`, 1 = known, 0 = hole.
+
+    Output shape:
+        Like `images`: the known pixels unchanged, the holes filled.
+
+    Raises:
+        ValueError: if `iterations`, `coarse_iterations` or `levels` is not a non-negative
+            int.
+
+    Example:
+
+    >>> import numpy as np
+    >>> image = np.full((1, 16, 16, 3), 0.5, "float32")
+    >>> mask = np.ones((1, 16, 16, 1), "float32"); mask[:, 4:12, 4:12] = 0
+    >>> filled = SmoothFill2D()([image * mask, mask])
+    >>> bool(np.allclose(np.asarray(filled), 0.5))
+    True
+    """
+
+    def __init__(self, iterations=40, coarse_iterations=20, levels=None, **kwargs):
+        super().__init__(**kwargs)
+        self.iterations = check_positive_int(iterations, "iterations", minimum=0)
+        self.coarse_iterations = check_positive_int(
+            coarse_iterations, "coarse_iterations", minimum=0
+        )
+        self.levels = None if levels is None else check_positive_int(levels, "levels", minimum=0)
+
+    def call(self, inputs):
+        images, mask = inputs
+        return smooth_fill(images, mask, self.iterations, self.coarse_iterations, self.levels)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "iterations": self.iterations,
+                "coarse_iterations": self.coarse_iterations,
+                "levels": self.levels,
+            }
+        )
+        return config
