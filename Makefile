@@ -14,7 +14,7 @@ PER_CLASS ?= 3
 SEEDS ?= 0
 PRETRAINED := runs/transfer_pretrain/model.keras
 
-.PHONY: setup train train-segment train-inpaint train-detect train-detect-faster-rcnn train-instance-mask-rcnn train-localize train-fashion tune transfer-demo notebooks notebook-pictures test lint evaluate export analyze help
+.PHONY: setup train train-segment train-inpaint train-inpaint-fashion train-detect train-detect-faster-rcnn train-instance-mask-rcnn train-localize train-fashion tune transfer-demo notebooks notebook-pictures test lint evaluate export analyze help
 
 help:
 	@echo "make train          train the default experiment ($(CONFIG)), evaluate, plot, export"
@@ -23,6 +23,7 @@ help:
 	@echo "make train-fashion  the Fashion-MNIST experiment that reaches >= 93% test accuracy"
 	@echo "make train-segment  U-Net segmentation of the built-in shapes scenes"
 	@echo "make train-inpaint  partial-convolution U-Net inpainting of held-out photo crops"
+	@echo "make train-inpaint-fashion   a U-Net refining a biharmonic fill: Fashion-MNIST, 30-60% holes"
 	@echo "make train-detect   anchor-free detector on the built-in shapes scenes, COCO mAP"
 	@echo "make train-detect-faster-rcnn   two-stage Faster R-CNN on the same scenes"
 	@echo "make train-instance-mask-rcnn   Mask R-CNN: boxes and instance masks on the same scenes"
@@ -43,6 +44,9 @@ train-segment: setup
 
 train-inpaint: setup
 	$(KCNN) train configs/inpaint_pconv.yaml
+
+train-inpaint-fashion: setup
+	$(KCNN) train configs/inpaint_fashion.yaml
 
 train-detect: setup
 	$(KCNN) train configs/detect_shapes.yaml

@@ -1,19 +1,24 @@
-"""Inpainting quality on held-out photos: PConvUNet against a plain-conv U-Net and classics.
+"""Inpainting quality on held-out images: kcnn's models against the classical fills.
 
-Every method fills the same holes of the same crops: crops of the test photos of
-`kcnn.data.PHOTO_SOURCES` (never seen in training), each with one fixed, seeded irregular mask
-per hole-area bucket (0-10%, ..., 50-60%). Scores are those of `kcnn.tasks.inpainting`:
-PSNR and TensorFlow's SSIM of the composited result (known pixels kept) and the mean absolute
-error in the holes (hole L1, 0-1 scale), averaged per bucket. Rows:
+Every method fills the same holes of the same images. `--data photos` (the default): crops of
+the test photos of `load_photos(collection="all")` (never seen in training), each with one
+fixed, seeded irregular mask per hole-area bucket (0-10%, ..., 50-60%). `--data
+fashion_holes`: the test items of the `fashion_holes` data set with its fixed masks (30-40%,
+40-50%, 50-60%). Scores are those of `kcnn.tasks.inpainting`: PSNR and TensorFlow's SSIM of
+the composited result (known pixels kept) and the mean absolute error in the holes (hole L1,
+0-1 scale), averaged per bucket. Rows:
 
-- the trained models of the run folders given (`kcnn train configs/inpaint_pconv.yaml` and
-  `configs/inpaint_conv_baseline.yaml`),
+- the trained models of the run folders given (e.g. `kcnn train configs/inpaint_pconv.yaml`,
+  `configs/inpaint_conv_baseline.yaml`, `configs/inpaint_fill_residual.yaml`),
+- kcnn's `SmoothFill2D` alone (the untrained fill that `FillResidualUNet` refines),
 - `skimage.restoration.inpaint_biharmonic` (channel by channel),
 - OpenCV's `cv2.inpaint` with Telea's method (radius 3), when `cv2` imports
   (`pip install opencv-python-headless`),
 - the mean of the known pixels of each image (a floor every method should clear).
 
     python bench/bench_inpainting.py runs/inpaint_pconv runs/inpaint_conv_baseline
+    python bench/bench_inpainting.py --image-size 128 runs/inpaint_fill_residual_128
+    python bench/bench_inpainting.py --data fashion_holes runs/inpaint_fashion
 """
 
 import argparse
@@ -28,8 +33,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import skimage.restoration  # noqa: E402
 
-from kcnn.data import AREA_BUCKETS, irregular_masks, load_photos  # noqa: E402
-from kcnn.tasks.inpainting import composite, inpainting_scores  # noqa: E402
+from kcnn.data import (  # noqa: E402
+    AREA_BUCKETS,
+    irregular_masks,
+    load_inpainting_data,
+    load_photos,
+)
+from kcnn.ops import smooth_fill  # noqa: E402
+from kcnn.tasks.inpainting import area_bucket_names, composite, inpainting_scores  # noqa: E402
 from kcnn.training import load_run  # noqa: E402
 
 # Other seeds than the training data's, so test crops and masks are drawn for this run only.
@@ -38,20 +49,30 @@ MASK_SEED = 1122
 SCORES = ("psnr", "ssim", "hole_l1")
 
 
-def held_out_set(image_size, crops_per_photo):
+def held_out_set(image_size, crops_per_photo, collection="all"):
     """Test crops, each repeated once per bucket, with its bucket's mask.
 
     Returns:
         `(images, masks, bucket)`: uint8 `(N * B, H, W, 3)`, uint8 `(N * B, H, W, 1)` and the
         bucket index of each row.
     """
-    crops = load_photos(image_size, crops_per_photo, split="test", seed=CROP_SEED)
+    crops = load_photos(
+        image_size, crops_per_photo, split="test", seed=CROP_SEED, collection=collection
+    )
     images, masks, bucket = [], [], []
     for index, area_range in enumerate(AREA_BUCKETS):
         masks.append(irregular_masks(len(crops), image_size, area_range, seed=MASK_SEED + index))
         images.append(crops)
         bucket.append(np.full(len(crops), index))
     return np.concatenate(images), np.concatenate(masks), np.concatenate(bucket)
+
+
+def fashion_held_out_set():
+    """The `fashion_holes` test items with their fixed masks, and each one's bucket index."""
+    data = load_inpainting_data("fashion_holes", train_size=1, mask_pool_size=1)
+    names = area_bucket_names(data.y_test)
+    order = sorted(set(names), key=lambda name: int(name.split("-")[0]))
+    return data.x_test, data.y_test, np.array([order.index(name) for name in names]), order
 
 
 def model_method(run_dir):
@@ -65,6 +86,15 @@ def model_method(run_dir):
         return np.clip(output, 0.0, 1.0)
 
     return f"kcnn {config.model.name} ({Path(run_dir).name})", inpaint
+
+
+def kcnn_fill(images, masks):
+    mask = masks.astype(np.float32)
+    filled = [
+        np.asarray(smooth_fill(images[i : i + 64].astype(np.float32) / 255.0, mask[i : i + 64]))
+        for i in range(0, len(images), 64)
+    ]
+    return np.concatenate(filled)
 
 
 def biharmonic(images, masks):
@@ -100,6 +130,7 @@ def known_mean(images, masks):
 
 def methods(run_dirs):
     found = [model_method(run_dir) for run_dir in run_dirs]
+    found.append(("kcnn SmoothFill2D alone (no training)", kcnn_fill))
     found.append(("skimage inpaint_biharmonic", biharmonic))
     try:
         import cv2  # noqa: F401
@@ -111,36 +142,46 @@ def methods(run_dirs):
     return found
 
 
-def evaluate(run_dirs, crops_per_photo, image_size=None):
-    if image_size is None:
-        config, _ = load_run(run_dirs[0])
-        image_size = config.data.image_size
-    images, masks, bucket = held_out_set(image_size, crops_per_photo)
+def evaluate(run_dirs, crops_per_photo, image_size=None, data="photos"):
+    if data == "fashion_holes":
+        images, masks, bucket, buckets = fashion_held_out_set()
+        image_size = images.shape[1]
+    else:
+        if image_size is None:
+            if not run_dirs:
+                raise ValueError("Give `--image-size` or at least one run folder.")
+            config, _ = load_run(run_dirs[0])
+            image_size = config.data.image_size
+        images, masks, bucket = held_out_set(image_size, crops_per_photo)
+        buckets = [f"{int(low * 100)}-{int(high * 100)}%" for low, high in AREA_BUCKETS]
     truth = images.astype(np.float64) / 255.0
     results = {}
     for name, inpaint in methods(run_dirs):
         start = time.perf_counter()
-        output = inpaint(images, masks)
+        output = inpaint(images, masks).reshape(images.shape)
         seconds = time.perf_counter() - start
         scores = inpainting_scores(truth, composite(truth, output, masks.astype(np.float64)), masks)
         results[name] = {
             "seconds_per_image": seconds / len(images),
             "buckets": {
-                f"{int(low * 100)}-{int(high * 100)}%": {
-                    key: float(np.mean(scores[key][bucket == index])) for key in SCORES
-                }
-                for index, (low, high) in enumerate(AREA_BUCKETS)
+                name: {key: float(np.mean(scores[key][bucket == index])) for key in SCORES}
+                for index, name in enumerate(buckets)
             },
         }
-    return {"image_size": image_size, "images_per_bucket": int(len(images) // 6), **results}
+    return {
+        "data": data,
+        "image_size": image_size,
+        "images_per_bucket": int(len(images) // len(buckets)),
+        **results,
+    }
 
 
 def print_table(results):
-    buckets = [f"{int(low * 100)}-{int(high * 100)}%" for low, high in AREA_BUCKETS]
     names = [key for key in results if isinstance(results[key], dict)]
+    buckets = list(results[names[0]]["buckets"])
     print(
-        f"{results['images_per_bucket']} held-out {results['image_size']}x"
-        f"{results['image_size']} crops per bucket; PSNR dB / SSIM / hole L1"
+        f"{results['data']}: {results['images_per_bucket']} held-out {results['image_size']}x"
+        f"{results['image_size']} images per bucket; PSNR dB / SSIM / hole L1"
     )
     print("| method | " + " | ".join(buckets) + " | ms per image |")
     print("| --- |" + " --- |" * (len(buckets) + 1))
@@ -159,11 +200,17 @@ def print_table(results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="run folders of trained inpainting models")
+    parser.add_argument("runs", nargs="*", help="run folders of trained inpainting models")
+    parser.add_argument("--data", choices=("photos", "fashion_holes"), default="photos")
+    parser.add_argument(
+        "--image-size", type=int, help="photo crop side (default: the first run's config)"
+    )
     parser.add_argument("--crops-per-photo", type=int, default=24)
     parser.add_argument("--json", help="also write the results to this JSON file")
     arguments = parser.parse_args()
-    results = evaluate(arguments.runs, arguments.crops_per_photo)
+    results = evaluate(
+        arguments.runs, arguments.crops_per_photo, arguments.image_size, arguments.data
+    )
     print_table(results)
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(results, indent=2))

@@ -4,6 +4,7 @@ from kcnn.models import classic  # noqa: F401  (registers LeNet-5 ... DeconvNet)
 from kcnn.models.classifier import build_classifier
 from kcnn.models.deeplab import DeepLabV3Plus
 from kcnn.models.fcn import FCN
+from kcnn.models.fill_unet import FillResidualUNet
 from kcnn.models.localizer import CenterSizeToCorners, build_localizer
 from kcnn.models.pconv_unet import ConvUNetInpaint, PConvUNet
 from kcnn.models.registry import MODELS, get_model_entry, model_names, register_model
@@ -15,6 +16,7 @@ __all__ = [
     "ConvUNetInpaint",
     "DeepLabV3Plus",
     "FCN",
+    "FillResidualUNet",
     "MODELS",
     "PConvUNet",
     "SegNet",

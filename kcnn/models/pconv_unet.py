@@ -5,76 +5,22 @@ import keras
 
 from kcnn._serialization import register
 from kcnn.layers import PartialConv2D
-from kcnn.models._task_model import TaskModel
+from kcnn.models._inpainting_unet import (
+    DECODER_KERNEL,
+    ENCODER_KERNELS,
+    InpaintingUNet,
+    check_arguments,
+    conv_unet_body,
+    encoder_filters,
+    inpainting_inputs,
+    normalize_activate,
+)
 from kcnn.models.registry import register_model
-
-# Encoder kernel sizes of the paper's table (PConv1 7x7, PConv2-3 5x5, then 3x3).
-ENCODER_KERNELS = (7, 5, 5)
-DECODER_KERNEL = 3
-# Encoder filters double per level up to this many times `width` (64 ... 512 in the paper).
-MAX_WIDTH_MULTIPLIER = 8
-LEAKY_SLOPE = 0.2
-
-
-def _check_arguments(input_shape, width, depth):
-    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-        raise ValueError(f"`width` must be a positive int. Received: width={width!r}")
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        raise ValueError(f"`depth` must be a positive int. Received: depth={depth!r}")
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or input_shape[-1] is None:
-        raise ValueError(
-            "`input_shape` must be (height, width, channels) with known channels. "
-            f"Received: input_shape={input_shape}"
-        )
-    stride = 2**depth
-    for axis, size in zip(("height", "width"), input_shape[:2], strict=True):
-        if size is not None and size % stride:
-            raise ValueError(
-                f"The input {axis} must be divisible by 2**depth = {stride}. "
-                f"Received: input_shape={input_shape}, depth={depth}"
-            )
-    return input_shape
-
-
-def _encoder_filters(width, level):
-    return width * min(2**level, MAX_WIDTH_MULTIPLIER)
-
-
-def _inputs(input_shape):
-    image = keras.Input(shape=input_shape, name="masked_image")
-    mask = keras.Input(shape=(*input_shape[:2], 1), name="mask")
-    return image, mask
-
-
-def _normalize_activate(x, batch_norm, activation, name):
-    if batch_norm:
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
-    if activation == "relu":
-        return keras.layers.ReLU(name=f"{name}_relu")(x)
-    return keras.layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_leaky_relu")(x)
-
-
-class _InpaintingUNet(TaskModel):
-    """What both inpainting U-Nets share: inputs `[masked_image, mask]` of `input_shape`, a
-    `width` and a `depth`; a subclass gives its graph function (`_graph`)."""
-
-    CONFIG_KEYS = ("input_shape", "num_classes", "width", "depth")
-
-    def __init__(self, input_shape, num_classes, width, depth, name, **kwargs):
-        # === Layers and functional graph ===
-        inputs, outputs = self._graph(input_shape, num_classes, width, depth)
-        super().__init__(inputs, outputs, name=name, **kwargs)
-        # === Config ===
-        self.image_shape = tuple(input_shape)
-        self.num_classes = num_classes
-        self.width = width
-        self.depth = depth
 
 
 @register
 @register_model("pconv_unet", "inpainting")
-class PConvUNet(_InpaintingUNet):
+class PConvUNet(InpaintingUNet):
     """The partial-convolution U-Net of Liu et al. (2018) for irregular holes.
 
     Liu, Reda, Shih, Wang, Tao & Catanzaro, "Image Inpainting for Irregular Holes Using
@@ -136,10 +82,10 @@ class PConvUNet(_InpaintingUNet):
 
 def _pconv_unet_graph(input_shape, num_classes, width, depth):
     del num_classes
-    input_shape = _check_arguments(input_shape, width, depth)
+    input_shape = check_arguments(input_shape, width, depth)
     channels = input_shape[-1]
     # --- functional graph ---
-    image, mask = _inputs(input_shape)
+    image, mask = inpainting_inputs(input_shape)
     mask_channels = (
         keras.layers.Concatenate(name="mask_channels")([mask] * channels) if channels > 1 else mask
     )
@@ -149,14 +95,14 @@ def _pconv_unet_graph(input_shape, num_classes, width, depth):
         prefix = f"encoder{level + 1}"
         kernel = ENCODER_KERNELS[level] if level < len(ENCODER_KERNELS) else DECODER_KERNEL
         x, m = PartialConv2D(
-            _encoder_filters(width, level),
+            encoder_filters(width, level),
             kernel,
             strides=2,
             multi_channel=True,
             use_bias=level == 0,
             name=prefix,
         )([x, m])
-        x = _normalize_activate(x, level > 0, "relu", prefix)
+        x = normalize_activate(x, level > 0, "relu", prefix)
         skips.append((x, m))
     for level in reversed(range(depth)):
         prefix = f"decoder{level + 1}"
@@ -167,7 +113,7 @@ def _pconv_unet_graph(input_shape, num_classes, width, depth):
         m = keras.layers.Concatenate(name=f"{prefix}_mask_skip")([m, skip_m])
         last = level == 0
         x, m = PartialConv2D(
-            channels if last else _encoder_filters(width, level - 1),
+            channels if last else encoder_filters(width, level - 1),
             DECODER_KERNEL,
             multi_channel=True,
             use_bias=last,
@@ -175,13 +121,13 @@ def _pconv_unet_graph(input_shape, num_classes, width, depth):
             name="output" if last else prefix,
         )([x, m])
         if not last:
-            x = _normalize_activate(x, True, "leaky_relu", prefix)
+            x = normalize_activate(x, True, "leaky_relu", prefix)
     return [image, mask], x
 
 
 @register
 @register_model("conv_unet_inpaint", "inpainting")
-class ConvUNetInpaint(_InpaintingUNet):
+class ConvUNetInpaint(InpaintingUNet):
     """The baseline of `PConvUNet`: the same U-Net with plain `Conv2D` layers.
 
     Liu et al. (2018, arXiv:1804.07723) compare partial convolutions against the same
@@ -227,40 +173,9 @@ class ConvUNetInpaint(_InpaintingUNet):
 
 def _conv_unet_graph(input_shape, num_classes, width, depth):
     del num_classes
-    input_shape = _check_arguments(input_shape, width, depth)
-    channels = input_shape[-1]
-    image, mask = _inputs(input_shape)
+    input_shape = check_arguments(input_shape, width, depth)
+    image, mask = inpainting_inputs(input_shape)
     # Hole pixels are zeroed so the network sees the same input whatever they held.
     holes_zeroed = keras.layers.Multiply(name="zero_holes")([image, mask])
     inputs = keras.layers.Concatenate(name="image_and_mask")([holes_zeroed, mask])
-    skips = [inputs]
-    x = inputs
-    for level in range(depth):
-        prefix = f"encoder{level + 1}"
-        kernel = ENCODER_KERNELS[level] if level < len(ENCODER_KERNELS) else DECODER_KERNEL
-        x = keras.layers.Conv2D(
-            _encoder_filters(width, level),
-            kernel,
-            strides=2,
-            padding="same",
-            use_bias=level == 0,
-            name=prefix,
-        )(x)
-        x = _normalize_activate(x, level > 0, "relu", prefix)
-        skips.append(x)
-    for level in reversed(range(depth)):
-        prefix = f"decoder{level + 1}"
-        x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_up")(x)
-        x = keras.layers.Concatenate(name=f"{prefix}_skip")([x, skips[level]])
-        last = level == 0
-        x = keras.layers.Conv2D(
-            channels if last else _encoder_filters(width, level - 1),
-            DECODER_KERNEL,
-            padding="same",
-            use_bias=last,
-            dtype="float32" if last else None,
-            name="output" if last else prefix,
-        )(x)
-        if not last:
-            x = _normalize_activate(x, True, "leaky_relu", prefix)
-    return [image, mask], x
+    return [image, mask], conv_unet_body(inputs, inputs, input_shape[-1], width, depth)

@@ -6,7 +6,15 @@ import pytest
 
 from kcnn.backbones import build_backbone
 from kcnn.detection import DetectionLoss, Detector, RetinaNet, detection_decoder
-from kcnn.models import FCN, ConvUNetInpaint, DeepLabV3Plus, PConvUNet, SegNet, UNet
+from kcnn.models import (
+    FCN,
+    ConvUNetInpaint,
+    DeepLabV3Plus,
+    FillResidualUNet,
+    PConvUNet,
+    SegNet,
+    UNet,
+)
 from kcnn.training.fitting import undistributed_copy
 
 RNG = np.random.default_rng(0)
@@ -32,6 +40,10 @@ CASES = {
     ),
     "pconv_unet": (lambda: PConvUNet((SIZE, SIZE, 3), width=4, depth=3), {"width": 4}),
     "conv_unet_inpaint": (lambda: ConvUNetInpaint((SIZE, SIZE, 3), width=4, depth=3), {"depth": 3}),
+    "fill_residual_unet": (
+        lambda: FillResidualUNet((SIZE, SIZE, 3), width=4, depth=3, fill_iterations=9),
+        {"fill_iterations": 9, "width": 4},
+    ),
     "detector": (
         lambda: Detector(
             _backbone((8, 8, 8, 8, 8, 8)), 2, levels=("P4", "P3"), neck_filters=8, head_filters=8
