@@ -378,6 +378,6 @@ def load_inpainting_data(name, **kwargs):
     ...     "photos", image_size=32, train_crops_per_photo=2, test_crops_per_photo=3,
     ...     mask_pool_size=8)
     >>> data.x_train.shape, data.y_test.shape, data.mask_pool.shape
-    ((16, 32, 32, 3), (12, 32, 32, 1), (8, 32, 32, 1))
+    ((34, 32, 32, 3), (21, 32, 32, 1), (8, 32, 32, 1))
     """
     return _load(INPAINTING_DATASETS, "inpainting", InpaintingData, name, kwargs)

@@ -10,7 +10,8 @@ Two classical pieces, coarse to fine:
   1996), section 3.4.1: "pull" averages the known pixels of each 2x2 block into the next
   coarser level (a partial convolution with a 2x2 box kernel and stride 2: Liu et al. 2018,
   arXiv:1804.07723, eq. 1), a coarse pixel being known when any of its four children is;
-  "push" fills each level's holes with the bilinear upsampling of the coarser level.
+  "push" fills each level's holes with the bilinear upsampling of the coarser level. The
+  coarsest level's holes start at the mean of its known pixels.
 - At every level, after the push, damped Jacobi sweeps of the discrete biharmonic equation
   `Δ²u = 0` in the holes, the known pixels held fixed: the interpolant that
   `skimage.restoration.inpaint_biharmonic` solves exactly (Damelin & Hoang, "On Surface
@@ -100,7 +101,8 @@ def smooth_fill(images, mask, iterations=40, coarse_iterations=20, levels=None):
 
     Returns:
         A tensor like `images`: the known pixels of `images` and the fill in the holes. A
-        hole that covers the whole image is filled with 0.
+        constant image is filled with its constant; a hole that covers the whole image is
+        filled with 0.
 
     Raises:
         ValueError: if `iterations`, `coarse_iterations` or `levels` is not a non-negative
@@ -132,7 +134,12 @@ def smooth_fill(images, mask, iterations=40, coarse_iterations=20, levels=None):
     pyramid = [(images * mask, mask)]
     for _ in range(levels):
         pyramid.append(_pull(*pyramid[-1]))
-    filled = pyramid[-1][0]
+    # The coarsest level's holes start at the mean of its known pixels, so a constant image
+    # is filled with its constant whatever the number of sweeps.
+    values, known = pyramid[-1]
+    sums = ops.sum(values * known, axis=(1, 2), keepdims=True)
+    counts = ops.sum(known, axis=(1, 2), keepdims=True)
+    filled = values * known + (1.0 - known) * sums / ops.maximum(counts, 1.0)
     for level in reversed(range(levels + 1)):
         values, known = pyramid[level]
         if level < levels:

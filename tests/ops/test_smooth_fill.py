@@ -74,7 +74,9 @@ def reference_fill(image, mask, iterations, coarse_iterations):
     pyramid = [(image * known, known)]
     for _ in range(levels):
         pyramid.append(reference_pull(*pyramid[-1]))
-    filled = pyramid[-1][0]
+    values, level_known = pyramid[-1]
+    mean = (values * level_known).sum(axis=(0, 1)) / max(level_known[..., 0].sum(), 1)
+    filled = values * level_known + (1 - level_known) * mean
     for level in reversed(range(levels + 1)):
         values, level_known = pyramid[level]
         if level < levels:
@@ -105,6 +107,15 @@ def test_matches_float64_reference():
     )
     for image, mask, result in zip(images, masks, filled, strict=True):
         np.testing.assert_allclose(result, reference_fill(image, mask, 6, 3), atol=2e-5)
+
+
+def test_a_constant_image_is_filled_with_its_constant_after_any_number_of_sweeps():
+    image = np.full((1, 32, 32, 2), 0.3, "float32")
+    mask = np.ones((1, 32, 32, 1), "float32")
+    mask[:, 4:28, 6:30] = 0  # larger than a pixel of the coarsest level
+    for sweeps in (0, 3):
+        filled = np.asarray(smooth_fill(image * mask, mask, sweeps, sweeps))
+        np.testing.assert_allclose(filled, 0.3, atol=1e-6)
 
 
 def test_known_pixels_kept_and_an_empty_image_filled_with_zero():
