@@ -28,6 +28,7 @@ from kcnn.detection import (
 from kcnn.export import LiteRTRunner, export_tflite
 from kcnn.tasks import get_task
 
+from ..layers.citizenship import built_with_mixed_precision
 from . import two_stage_reference as reference
 
 SIZE = 64
@@ -365,12 +366,7 @@ def test_mirrored_step_equals_one_device_for_faster_and_mask_rcnn():
 
 def test_mixed_precision_losses_and_outputs_are_float32(data):
     _, images, targets = data
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        model = FasterRCNN(_backbone(), 4, **TINY)
-    finally:
-        keras.config.set_dtype_policy(policy)
+    model = built_with_mixed_precision(lambda: FasterRCNN(_backbone(), 4, **TINY))
     assert model.roi_head.compute_dtype == model.rpn_head.compute_dtype == "float16"
     terms = model.compute_loss_terms(images, targets, training=True)
     assert all(v.dtype == "float32" and np.isfinite(float(v)) for v in terms.values())

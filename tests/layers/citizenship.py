@@ -70,14 +70,19 @@ def check_jit_compile(model_fn, inputs, targets, atol=1e-5):
     assert np.all(np.isfinite(loss))
 
 
-def check_mixed_precision(model_fn, inputs, targets):
-    """Under `mixed_float16` the layer computes in float16, keeps float32 weights, trains."""
+def built_with_mixed_precision(build):
+    """`build()` called under the `mixed_float16` policy, the previous policy put back."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        model = model_fn()
+        return build()
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def check_mixed_precision(model_fn, inputs, targets):
+    """Under `mixed_float16` the layer computes in float16, keeps float32 weights, trains."""
+    model = built_with_mixed_precision(model_fn)
     outputs = as_list(model(inputs, training=False))
     assert outputs[0].dtype == "float16"
     assert all(weight.dtype == "float32" for weight in model.trainable_weights)

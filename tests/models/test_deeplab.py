@@ -186,12 +186,7 @@ def test_one_training_step_lowers_the_loss():
 
 
 def test_mixed_precision_keeps_float32_probabilities():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        model = tiny_deeplab(output_stride=8)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    model = citizenship.built_with_mixed_precision(lambda: tiny_deeplab(output_stride=8))
     assert model.get_layer("aspp_image_broadcast").compute_dtype == "float16"
     output = model(images((1, 40, 24, 3)))
     assert output.dtype == "float32"

@@ -81,12 +81,7 @@ def test_bad_arguments_are_named():
 
 
 def test_mixed_precision_keeps_the_fill_and_the_output_in_float32():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        model = tiny()
-    finally:
-        keras.config.set_dtype_policy(previous)
+    model = citizenship.built_with_mixed_precision(tiny)
     assert model.get_layer("encoder2").compute_dtype == "float16"
     assert model.get_layer("smooth_fill").compute_dtype == "float32"
     image, mask = inputs()

@@ -137,12 +137,7 @@ def test_keras_file_saved_model_and_tflite_builtins(builder, tmp_path):
 
 
 def test_mixed_precision_keeps_a_float32_output():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        model = tiny()
-    finally:
-        keras.config.set_dtype_policy(previous)
+    model = citizenship.built_with_mixed_precision(tiny)
     assert model.get_layer("encoder2").compute_dtype == "float16"
     output = model(inputs(), training=False)
     assert output.dtype == "float32" and np.all(np.isfinite(output))
