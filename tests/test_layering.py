@@ -1,10 +1,10 @@
 """kcnn's imports point down its floors and form no cycle (function-level imports included).
 
 Floors, bottom to top: the private helpers (`kcnn._validation`, `kcnn._files`,
-`kcnn._serialization`); ops and the side rooms data, analysis, export and viz; layers;
-backbones; models; detection models; tasks; training; tuning; the CLI. A module may import from its
-own floor or below. Read with `ast` from the source, so an import hidden inside a function
-counts like any other.
+`kcnn._serialization`, `kcnn._quantization`); ops and the side rooms data, analysis, export
+and viz; layers; backbones; models; detection models; tasks; training; tuning; the CLI. A
+module may import from its own floor or below. Read with `ast` from the source, so an import
+hidden inside a function counts like any other.
 """
 
 import ast
@@ -17,6 +17,7 @@ FLOORS = {
     "_validation": 0,
     "_files": 0,
     "_serialization": 0,
+    "_quantization": 0,
     "ops": 1,
     "data": 1,
     "analysis": 1,

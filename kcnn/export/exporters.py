@@ -3,6 +3,12 @@
 TFLite conversion uses builtin ops only (`TFLITE_BUILTINS`): a model that would need Flex
 (TensorFlow) ops fails with an `ExportError` naming the ops, rather than producing a file the
 stock LiteRT interpreter cannot run, unless `allow_flex=True` is given.
+
+An int8 file quantizes every op except those a layer computes under
+`kcnn._quantization.keep_float()` (a partial convolution's window count and renormalisation,
+`SmoothFill2D`'s sweeps): they stay float32, with QUANTIZE and DEQUANTIZE ops at their
+borders, through the selective quantization of TFLite's quantization debugger
+(`tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=...)`).
 """
 
 import json
@@ -13,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn._files import atomic_path
+from kcnn._quantization import in_float_scope
 from kcnn.export.options import QUANTIZATIONS
 from kcnn.export.serving import RAW_SIGNATURE, write_serving_saved_model
 
@@ -69,6 +76,26 @@ def _flex_ops(message):
     return sorted(name for name in names if name)
 
 
+def float_scope_nodes(saved_model_dir):
+    """Output tensor names of the ops of a SavedModel's `serve` endpoint that lie under
+    `keep_float()`, as TFLite names them (an fp32 conversion lists them)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model_dir), signature_keys=[RAW_SIGNATURE]
+    )
+    interpreter = Interpreter(model_content=converter.convert())
+    names = {tensor["index"]: tensor["name"] for tensor in interpreter.get_tensor_details()}
+    return sorted(
+        {
+            names[index]
+            for op in interpreter._get_ops_details()
+            for index in op["outputs"]
+            if in_float_scope(names[index])
+        }
+    )
+
+
 def _converter(
     saved_model_dir, quantization, representative_images, input_names, allow_flex, int8_io
 ):
@@ -112,6 +139,19 @@ def _converter(
     if allow_flex:
         converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     return converter
+
+
+def _selectively_quantized(converter, float_nodes, int8_io):
+    """The int8 flatbuffer of `converter` with the ops writing `float_nodes` left float32."""
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=list(float_nodes), fully_quantize=bool(int8_io)
+    )
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter,
+        debug_dataset=converter.representative_dataset,
+        debug_options=options,
+    )
+    return debugger.get_nondebug_quantized_model()
 
 
 def export_tflite(
@@ -164,8 +204,12 @@ def export_tflite(
             allow_flex,
             int8_io,
         )
+        float_nodes = float_scope_nodes(saved_model_dir) if quantization == "int8" else []
         try:
-            flatbuffer = converter.convert()
+            if float_nodes:
+                flatbuffer = _selectively_quantized(converter, float_nodes, int8_io)
+            else:
+                flatbuffer = converter.convert()
         except Exception as error:  # the converter raises its own ConverterError
             ops = _flex_ops(str(error))
             if not ops or allow_flex:

@@ -9,6 +9,7 @@ is rescaled by the fraction of the window that was valid.
 import keras
 from keras import layers, ops
 
+from kcnn._quantization import keep_float
 from kcnn._validation import (
     check_positive_int,
     check_strides_with_dilation,
@@ -96,15 +97,17 @@ class MaskedConv2D(layers.Layer):
         """
         # A multi-channel window count is the single-channel count of the channel sum:
         # one (k_h, k_w, 1, 1) convolution instead of a (k_h, k_w, C_in, filters) one.
-        mask_per_pixel = ops.sum(mask, axis=-1, keepdims=True) if self.multi_channel else mask
-        count = ops.conv(
-            ops.stop_gradient(mask_per_pixel),
-            ops.ones((*self.kernel_size, 1, 1), dtype=self.compute_dtype),
-            strides=self.strides,
-            padding=self.padding,
-            data_format="channels_last",
-            dilation_rate=self.dilation_rate,
-        )
+        # The count runs from 0 to k_h * k_w * C: an int8 export keeps it in float.
+        with keep_float():
+            mask_per_pixel = ops.sum(mask, axis=-1, keepdims=True) if self.multi_channel else mask
+            count = ops.conv(
+                ops.stop_gradient(mask_per_pixel),
+                ops.ones((*self.kernel_size, 1, 1), dtype=self.compute_dtype),
+                strides=self.strides,
+                padding=self.padding,
+                data_format="channels_last",
+                dilation_rate=self.dilation_rate,
+            )
         products = ops.conv(
             x * mask,
             self.kernel,
@@ -121,11 +124,13 @@ class MaskedConv2D(layers.Layer):
         Dividing by max(count, 1) instead of count + 1e-8 keeps float16 finite, and the
         product with `gate` (0 where the output is not valid) zeroes the bias there too.
         """
-        if renormalize:
-            products = products * (self._full_window_size / ops.maximum(count, 1))
-        outputs = products * gate
-        if self.bias is not None:
-            outputs = outputs + self.bias * gate
+        # The ratio sum(1) / count and the gating stay float in an int8 export.
+        with keep_float():
+            if renormalize:
+                products = products * (self._full_window_size / ops.maximum(count, 1))
+            outputs = products * gate
+            if self.bias is not None:
+                outputs = outputs + self.bias * gate
         return self.activation(outputs)
 
     def compute_output_shape(self, input_shape):

@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from kcnn._quantization import keep_float
 from kcnn._serialization import register
 from kcnn.layers._masked_conv2d import MaskedConv2D
 
@@ -141,7 +142,8 @@ class PartialConv2D(MaskedConv2D):
         products, count = self.masked_window_sums(x, mask)
         # For counts below 1 (soft masks) clip(count, 0, 1) as the gate reproduces the
         # reference's sum(1) / (count + 1e-8) * new_mask**2.
-        new_mask = ops.clip(count, 0, 1)
+        with keep_float():
+            new_mask = ops.clip(count, 0, 1)
         outputs = self.gated_output(products, count, new_mask)
         if self.multi_channel:
             new_mask = ops.tile(new_mask, (1, 1, 1, self.filters))

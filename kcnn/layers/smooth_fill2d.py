@@ -2,6 +2,7 @@
 
 import keras
 
+from kcnn._quantization import keep_float
 from kcnn._serialization import register
 from kcnn._validation import check_positive_int
 from kcnn.ops.smooth_fill import smooth_fill
@@ -58,7 +59,9 @@ class SmoothFill2D(keras.layers.Layer):
 
     def call(self, inputs):
         images, mask = inputs
-        return smooth_fill(images, mask, self.iterations, self.coarse_iterations, self.levels)
+        # A hundred sweeps of small corrections: an int8 export keeps the fill in float.
+        with keep_float():
+            return smooth_fill(images, mask, self.iterations, self.coarse_iterations, self.levels)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])

@@ -1,8 +1,11 @@
+import keras
 import numpy as np
 import pytest
 
+from kcnn._quantization import in_float_scope
 from kcnn.backbones import build_backbone
 from kcnn.export import export_saved_model, export_tflite, parity_report, tflite_predict
+from kcnn.layers import PartialConv2D, SmoothFill2D
 from kcnn.tasks import build_classifier
 
 
@@ -80,3 +83,79 @@ def test_litert_runs_a_large_batch_in_chunks_with_the_same_outputs(model, tmp_pa
     assert runner._shape == (2, 12, 12, 1)  # the last chunk
     (outputs,) = runner.all_outputs(images).values()
     np.testing.assert_allclose(outputs, expected, atol=1e-5)
+
+
+def test_in_float_scope_reads_tensorflow_and_tflite_names():
+    assert in_float_scope("model_1/fill_1/keep_float/AvgPool")
+    assert in_float_scope("keep_float/Sum")
+    assert in_float_scope("model_1/pconv_1/keep_float_12/truediv")  # made unique by TF
+    # A fused op joins the names of its parts; one under the scope is enough.
+    assert in_float_scope("model_1/relu_1/Relu;model_1/pconv_1/keep_float_2/add")
+    assert not in_float_scope("model_1/keep_floats/mul")
+    assert not in_float_scope("model_1/keep_float_x/mul")
+    assert not in_float_scope("model_1/conv_1/convolution")
+
+
+def _op_outputs(path):
+    """`(op name, output tensor name, output dtype)` of every op of a `.tflite` file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {tensor["index"]: tensor for tensor in interpreter.get_tensor_details()}
+    return [
+        (op["op_name"], tensors[op["outputs"][0]]["name"], tensors[op["outputs"][0]]["dtype"])
+        for op in interpreter._get_ops_details()
+    ]
+
+
+def _masked_model(layer):
+    """`[image, mask]` -> `layer` -> a 3x3 and a 1x1 convolution."""
+    image = keras.Input((16, 16, 1), name="image")
+    mask = keras.Input((16, 16, 1), name="mask")
+    x = layer([image, mask])
+    if isinstance(x, list | tuple):
+        x = x[0]
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="features")(x)
+    return keras.Model([image, mask], keras.layers.Conv2D(1, 1, name="head")(x))
+
+
+@pytest.fixture(scope="module")
+def masked_inputs():
+    rng = np.random.default_rng(1)
+    ramp = np.linspace(0, 1, 16, dtype=np.float32)
+    images = (ramp[:, None] * ramp[None, :])[None, :, :, None] + 0.1 * rng.random(
+        (32, 16, 16, 1), dtype=np.float32
+    )
+    masks = (rng.random((32, 16, 16, 1)) > 0.4).astype(np.float32)
+    return [images * masks, masks]
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [SmoothFill2D(iterations=8, coarse_iterations=4, name="fill"), "pconv"],
+    ids=["smooth_fill", "partial_conv"],
+)
+def test_int8_keeps_the_float_scope_in_float32(layer, masked_inputs, tmp_path):
+    keras.utils.set_random_seed(3)
+    arithmetic = "DEPTHWISE_CONV_2D"
+    if layer == "pconv":
+        arithmetic = "DIV"
+        # A multi-channel-free mask over a 5x5 window: counts from 1 to 25, which one int8
+        # scale cannot divide by (LiteRT's int8 DIV failed on this model before).
+        layer = PartialConv2D(4, 5, name="pconv")
+    model = _masked_model(layer)
+    path = export_tflite(
+        model, tmp_path / "model.tflite", quantization="int8", representative_images=masked_inputs
+    )
+    ops = _op_outputs(path)
+    # The scope's arithmetic (the fill's sweeps, the count's division) computes in float32;
+    # QUANTIZE ops at its border are named after the tensor they quantize.
+    scoped = {(op, dtype) for op, name, dtype in ops if in_float_scope(name) and op != "QUANTIZE"}
+    assert (arithmetic, np.float32) in scoped and np.int8 not in {d for _, d in scoped}, scoped
+    # Everything else that computes is int8: the two convolutions after the layer.
+    convs = [dtype for op, name, dtype in ops if op == "CONV_2D" and not in_float_scope(name)]
+    assert len(convs) >= 2 and all(dtype == np.int8 for dtype in convs), ops
+    outputs = tflite_predict(path, dict(zip(("image", "mask"), masked_inputs, strict=True)))
+    expected = model.predict(masked_inputs, verbose=0)
+    error = np.abs(outputs - expected).max()
+    assert error <= 0.05 * np.abs(expected).max(), error
