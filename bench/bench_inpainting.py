@@ -10,6 +10,8 @@ the composited result (known pixels kept) and the mean absolute error in the hol
 
 - the trained models of the run folders given (e.g. `kcnn train configs/inpaint_pconv.yaml`,
   `configs/inpaint_conv_baseline.yaml`, `configs/inpaint_fill_residual.yaml`),
+- their `model_int8.tflite` files run in LiteRT, where the run has one (`kcnn export RUN
+  --quantization int8`), for the PSNR drop of int8 per bucket,
 - kcnn's `SmoothFill2D` alone (the untrained fill that `FillResidualUNet` refines),
 - `skimage.restoration.inpaint_biharmonic` (channel by channel),
 - OpenCV's `cv2.inpaint` with Telea's method (radius 3), when `cv2` imports
@@ -39,6 +41,7 @@ from kcnn.data import (  # noqa: E402
     load_inpainting_data,
     load_photos,
 )
+from kcnn.export import LiteRTRunner  # noqa: E402
 from kcnn.ops import smooth_fill  # noqa: E402
 from kcnn.tasks.inpainting import area_bucket_names, composite, inpainting_scores  # noqa: E402
 from kcnn.training import load_run  # noqa: E402
@@ -88,6 +91,25 @@ def model_method(run_dir):
     return f"kcnn {config.model.name} ({Path(run_dir).name})", inpaint
 
 
+def int8_method(run_dir):
+    """The run's `model_int8.tflite` (`kcnn export RUN --quantization int8`) in LiteRT, or
+    None when the run has none."""
+    path = Path(run_dir) / "model_int8.tflite"
+    if not path.exists():
+        return None
+    config, model = load_run(run_dir)
+    runner = LiteRTRunner(path, num_threads=2)
+    names = [tensor.name for tensor in model.inputs]
+
+    def inpaint(images, masks):
+        mask = masks.astype(np.float32)
+        inputs = [images.astype(np.float32) / 255.0 * mask, mask]
+        output = runner(dict(zip(names, inputs, strict=True)))
+        return np.clip(output, 0.0, 1.0)
+
+    return f"kcnn {config.model.name} ({Path(run_dir).name}), int8 LiteRT", inpaint
+
+
 def kcnn_fill(images, masks):
     mask = masks.astype(np.float32)
     filled = [
@@ -129,7 +151,12 @@ def known_mean(images, masks):
 
 
 def methods(run_dirs):
-    found = [model_method(run_dir) for run_dir in run_dirs]
+    found = []
+    for run_dir in run_dirs:
+        found.append(model_method(run_dir))
+        int8 = int8_method(run_dir)
+        if int8 is not None:
+            found.append(int8)
     found.append(("kcnn SmoothFill2D alone (no training)", kcnn_fill))
     found.append(("skimage inpaint_biharmonic", biharmonic))
     try:

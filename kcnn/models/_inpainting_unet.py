@@ -69,10 +69,18 @@ class InpaintingUNet(TaskModel):
         self.depth = depth
 
 
-def conv_unet_body(x, skip_input, channels, width, depth, zero_output=False):
+def conv_unet_body(x, skip_input, channels, width, depth, zero_output=False, project_skip=False):
     """The plain-conv U-Net of `ConvUNetInpaint` on the tensor `x` (the skip of the last
     layer is `skip_input`): `channels` outputs, linear, float32; with `zero_output`, the
-    last layer starts at 0 (for a network that learns a residual)."""
+    last layer starts at 0 (for a network that learns a residual). With `project_skip`,
+    the last skip is a 1x1 convolution of `skip_input` (`skip_projection`) rather than
+    `skip_input` itself: an int8 file gives all inputs of a concatenation one scale, and
+    the projection keeps the decoder's wide range off a tensor that is also used
+    elsewhere at its own fine scale (a fill that the output adds to)."""
+    if project_skip:
+        skip_input = keras.layers.Conv2D(
+            skip_input.shape[-1], 1, use_bias=False, name="skip_projection"
+        )(skip_input)
     skips = [skip_input]
     for level in range(depth):
         prefix = f"encoder{level + 1}"

@@ -96,7 +96,7 @@ class FillResidualUNet(TaskModel):
         fill = fill_layer([image, mask])
         features = keras.layers.Concatenate(name="fill_and_mask")([fill, mask])
         residual = conv_unet_body(
-            features, features, input_shape[-1], width, depth, zero_output=True
+            features, features, input_shape[-1], width, depth, zero_output=True, project_skip=True
         )
         output = keras.layers.Add(name="fill_plus_residual", dtype="float32")([fill, residual])
         super().__init__([image, mask], output, name=name, **kwargs)
