@@ -77,21 +77,21 @@ def _flex_ops(message):
 
 
 def float_scope_nodes(saved_model_dir):
-    """Output tensor names of the ops of a SavedModel's `serve` endpoint that lie under
-    `keep_float()`, as TFLite names them (an fp32 conversion lists them)."""
+    """Names of the tensors of a SavedModel's `serve` endpoint that lie under `keep_float()`,
+    as TFLite names them (an fp32 conversion lists them): the nodes an int8 export leaves
+    float32."""
     from ai_edge_litert.interpreter import Interpreter
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
         str(saved_model_dir), signature_keys=[RAW_SIGNATURE]
     )
     interpreter = Interpreter(model_content=converter.convert())
-    names = {tensor["index"]: tensor["name"] for tensor in interpreter.get_tensor_details()}
+    # Every tensor of the scope: a constant's name matches no op and is ignored.
     return sorted(
         {
-            names[index]
-            for op in interpreter._get_ops_details()
-            for index in op["outputs"]
-            if in_float_scope(names[index])
+            tensor["name"]
+            for tensor in interpreter.get_tensor_details()
+            if in_float_scope(tensor["name"])
         }
     )
 
