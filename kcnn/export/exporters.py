@@ -304,10 +304,26 @@ class LiteRTRunner:
         Returns:
             NumPy array of the model's first output (dequantized to float32 when the file's
             output is integer).
+
+        Raises:
+            ValueError: if the file has several inputs and `images` is not a dict.
         """
         if isinstance(images, dict):
             outputs = self.all_outputs(images)
             return outputs[min(outputs, key=_output_position)]
+        inputs = self.interpreter.get_input_details()
+        if len(inputs) > 1:
+            signatures = self.interpreter.get_signature_list()
+            names = (
+                sorted(next(iter(signatures.values()))["inputs"])
+                if signatures
+                else [detail["name"] for detail in inputs]
+            )
+            raise ValueError(
+                f"{self.path} has {len(inputs)} inputs: `images` must be a dict "
+                f"{{input name: array}} with the names {names}. "
+                f"Received: images of type {type(images).__name__}"
+            )
         images = np.asarray(images)
         return np.concatenate(
             [

@@ -155,6 +155,10 @@ def test_int8_keeps_the_float_scope_in_float32(layer, masked_inputs, tmp_path):
     # Everything else that computes is int8: the two convolutions after the layer.
     convs = [dtype for op, name, dtype in ops if op == "CONV_2D" and not in_float_scope(name)]
     assert len(convs) >= 2 and all(dtype == np.int8 for dtype in convs), ops
+    with pytest.raises(
+        ValueError, match=r"has 2 inputs: `images` must be a dict .*'image', 'mask'"
+    ):
+        tflite_predict(path, masked_inputs)  # a list, as Keras would take it
     outputs = tflite_predict(path, dict(zip(("image", "mask"), masked_inputs, strict=True)))
     expected = model.predict(masked_inputs, verbose=0)
     error = np.abs(outputs - expected).max()
