@@ -30,7 +30,7 @@ from kcnn.models.classic.googlenet import AUX_LOSS_WEIGHT
 from kcnn.tasks import task_names
 from kcnn.training.freezing import check_layer_selector
 from kcnn.training.transfer import PRETRAINED_SUFFIXES
-from kcnn.training.tune_config import TuneConfig
+from kcnn.training.tune_config import TuneConfig, set_config_value
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -319,19 +319,14 @@ def _apply_override(values, override):
     if "=" not in override:
         raise ValueError(f"An override must look like key.subkey=value. Received: {override!r}")
     key, raw = override.split("=", 1)
-    node = values
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"Override `{key}`: `{part}` is not a mapping.")
     try:
-        node[parts[-1]] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError as error:
         reason = str(error).splitlines()[0]
         raise ValueError(
             f"Override `{key}`: the value {raw!r} is not valid YAML ({reason})."
         ) from None
+    set_config_value(values, key.strip(), value)
 
 
 def load_config(path, overrides=()):

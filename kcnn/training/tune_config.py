@@ -297,11 +297,17 @@ def config_value(values, key):
 
 
 def set_config_value(values, key, value):
-    """Sets the value at dotted `key` of a config dict, creating mappings on the way."""
+    """Sets the value at dotted `key` of a config dict, creating mappings on the way.
+
+    Raises:
+        ValueError: if a part of `key` before the last names a value that is not a mapping.
+    """
     parts = key.split(".")
     node = values
     for part in parts[:-1]:
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"Override `{key}`: `{part}` is not a mapping.")
     node[parts[-1]] = value
 
 

@@ -94,6 +94,12 @@ def test_load_config_errors_name_the_file(tmp_path):
         load_config(path)
     with pytest.raises(ValueError, match="An override must look like key.subkey=value"):
         load_config(path, ["train.epochs"])
+    path.write_text("name: a\ntrain: {epochs: 2}\n")
+    with pytest.raises(ValueError, match=r"Override `train.epochs.x`: `epochs` is not a mapping"):
+        load_config(path, ["train.epochs.x=1"])
+    with pytest.raises(ValueError, match=r"Override `train.epochs`: the value '\[1' is not valid"):
+        load_config(path, ["train.epochs=[1"])
+    assert load_config(path, [" train.epochs =3", "train.optimizer=sgd"]).train.epochs == 3
     path.write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="must hold a mapping at the top level"):
         load_config(path)
