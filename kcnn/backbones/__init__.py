@@ -35,6 +35,7 @@ __all__ = [
     "pyramid_backbone",
     "pyramid_features",
     "pyramid_model",
+    "require_levels",
     "sorted_levels",
 ]
 
@@ -107,9 +108,26 @@ def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
     return model
 
 
-def pyramid_features(backbone, inputs):
+def require_levels(backbone, available, wanted, received):
+    """Checks that every level of `wanted` is among `available` (the level names the
+    backbone gives).
+
+    Raises:
+        ValueError: naming the `levels` argument (`received`, as the caller was given it)
+            and the levels that `backbone` gives.
+    """
+    available = sorted_levels(available)
+    if any(level not in available for level in wanted):
+        raise ValueError(
+            f"`levels` must be pyramid levels of '{backbone.name}', which gives {available}. "
+            f"Received: levels={received}"
+        )
+
+
+def pyramid_features(backbone, inputs, levels=None):
     """Calls `backbone` (after `pyramid_backbone`) on `inputs` and returns its pyramid dict,
-    checking the contract."""
+    checking the contract and, when `levels` is given, that it gives each of them
+    (`require_levels`)."""
     features = backbone(inputs)
     if not isinstance(features, dict) or not features:
         raise TypeError(
@@ -119,4 +137,6 @@ def pyramid_features(backbone, inputs):
         )
     for key in features:
         level_stride(key)
+    if levels is not None:
+        require_levels(backbone, features, levels, levels)
     return features

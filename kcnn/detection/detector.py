@@ -236,13 +236,7 @@ def _detector_graph(
 
     image_shape = backbone.input_shape[1:]
     inputs = keras.Input(shape=image_shape, name="image")
-    features = pyramid_features(backbone, inputs)
-    missing = [level for level in levels if level not in features]
-    if missing:
-        raise ValueError(
-            f"`levels` must be pyramid levels of '{backbone.name}', which gives "
-            f"{sorted_levels(features)}. Received: levels={levels}"
-        )
+    features = pyramid_features(backbone, inputs, levels)
     coarsest = level_stride(levels[-1])
     for axis, size in zip(("height", "width"), image_shape[:2], strict=True):
         if size is not None and size % coarsest:

@@ -20,7 +20,7 @@ from keras import ops
 
 from kcnn._serialization import register
 from kcnn._validation import check_fraction, check_positive_int, normalize_image_size
-from kcnn.backbones import level_stride, pyramid_features, sorted_levels
+from kcnn.backbones import level_stride, pyramid_features
 from kcnn.detection.two_stage import fpn_anchors, generate_proposals
 from kcnn.models._blocks import match_size
 
@@ -48,13 +48,7 @@ def feature_pyramid_network(backbone, levels, channels):
         ValueError: for a level the backbone does not give.
     """
     inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
-    features = pyramid_features(backbone, inputs)
-    missing = [level for level in levels if level not in features]
-    if missing:
-        raise ValueError(
-            f"`levels` must be pyramid levels of '{backbone.name}', which gives "
-            f"{sorted_levels(features)}. Received: levels={levels}"
-        )
+    features = pyramid_features(backbone, inputs, levels)
     laterals = [
         keras.layers.Conv2D(channels, 1, name=f"fpn_{level}_lateral")(
             match_size(features[level], inputs, f"fpn_{level}_grid", level_stride(level))

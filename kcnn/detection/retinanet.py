@@ -26,7 +26,13 @@ import numpy as np
 
 from kcnn._serialization import register
 from kcnn._validation import check_positive_int
-from kcnn.backbones import level_stride, pyramid_backbone, pyramid_features, sorted_levels
+from kcnn.backbones import (
+    level_stride,
+    pyramid_backbone,
+    pyramid_features,
+    require_levels,
+    sorted_levels,
+)
 from kcnn.detection.anchor_boxes import (
     RetinaNetDecoder,
     RetinaNetLoss,
@@ -231,13 +237,12 @@ def _retinanet_graph(
     # A kcnn backbone returns its pyramid dict (also after reloading, when the
     # `pyramid_outputs` attribute set at build time is gone).
     outputs = backbone.output
-    available = sorted_levels(outputs) if isinstance(outputs, dict) else []
-    missing = [f"P{k}" for k in range(min_level, max_level + 1) if f"P{k}" not in available]
-    if missing:
-        raise ValueError(
-            f"`levels` must be pyramid levels of '{backbone.name}', which gives {available}. "
-            f"Received: levels={tuple(levels)}"
-        )
+    require_levels(
+        backbone,
+        outputs if isinstance(outputs, dict) else [],
+        [f"P{k}" for k in range(min_level, max_level + 1)],
+        tuple(levels),
+    )
     coarsest = level_stride(f"P{max_level}")
     for axis, size in zip(("height", "width"), image_shape[:2], strict=True):
         if size is None or size % coarsest:
