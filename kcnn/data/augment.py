@@ -18,6 +18,12 @@ has none (`PCALighting`):
 - `rotation`: `RandomRotation` by up to 15 degrees.
 - `color_jitter`: `RandomBrightness` and `RandomContrast`, up to 20% and 30%.
 - `pca_lighting`: `PCALighting` with the principal components of the training pixels.
+- `random_erasing`: Keras's `RandomErasing` (Zhong, Zheng, Kang, Li & Yang, "Random
+  Erasing Data Augmentation", AAAI 2020, arXiv:1708.04896): with probability 0.5 an image
+  has one rectangle replaced by random values. The paper draws the area (2-40% of the
+  image) and then the aspect ratio; Keras draws each side's fraction as the square root of
+  a uniform number in the same 0.02-0.4, so the rectangle also covers 2-40% of the image,
+  19% on average, and fills it with normal noise clipped to [0, 1] (the paper: uniform).
 
 Geometric layers fill with the reflected image, as kcnn's `"flip_translate"` does.
 """
@@ -27,7 +33,14 @@ import numpy as np
 
 from kcnn._serialization import register
 
-LIST_AUGMENTATIONS = ("flip", "random_resized_crop", "rotation", "color_jitter", "pca_lighting")
+LIST_AUGMENTATIONS = (
+    "flip",
+    "random_resized_crop",
+    "rotation",
+    "color_jitter",
+    "pca_lighting",
+    "random_erasing",
+)
 ZOOM_IN = 0.3
 TRANSLATE = 0.1
 ROTATION_DEGREES = 15.0
@@ -37,6 +50,9 @@ CONTRAST = 0.3
 PCA_STD = 0.1
 # PCA lighting's basis is computed on at most this many training images.
 PCA_IMAGES = 10000
+# Random erasing: the paper's probability p and area range (s_l, s_h).
+ERASE_PROBABILITY = 0.5
+ERASE_AREA = (0.02, 0.4)
 
 
 def pca_lighting_basis(images, max_images=PCA_IMAGES, seed=0):
@@ -210,6 +226,15 @@ def augmentation_layers(augment, images, seed=0):
                 keras.layers.RandomBrightness(BRIGHTNESS, value_range=(0, 1), seed=layer_seed),
                 keras.layers.RandomContrast(CONTRAST, value_range=(0, 1), seed=layer_seed + 1),
             ]
+        elif name == "random_erasing":
+            layers.append(
+                keras.layers.RandomErasing(
+                    factor=(ERASE_PROBABILITY, ERASE_PROBABILITY),
+                    scale=ERASE_AREA,
+                    value_range=(0, 1),
+                    seed=layer_seed,
+                )
+            )
         else:
             eigenvalues, eigenvectors = pca_lighting_basis(images, seed=seed)
             layers.append(PCALighting(eigenvalues, eigenvectors, seed=layer_seed))

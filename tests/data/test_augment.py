@@ -88,6 +88,7 @@ def test_each_listed_layer_is_keras_s_own_where_keras_has_one():
         "RandomBrightness",
         "RandomContrast",
         "PCALighting",
+        "RandomErasing",
     ]
     assert isinstance(layers[0], keras.layers.RandomFlip)
 
@@ -99,6 +100,27 @@ def test_flip_alone_mirrors_or_keeps_each_image():
     kept = np.all(np.isclose(batch, unit), axis=(1, 2, 3))
     mirrored = np.all(np.isclose(batch, unit[:, :, ::-1]), axis=(1, 2, 3))
     assert np.all(kept | mirrored) and kept.any() and mirrored.any()
+
+
+def test_random_erasing_replaces_one_rectangle_in_about_half_the_images():
+    # Zhong et al. (2017): probability 0.5, area 2-40% of the image; with Keras's draw of
+    # each side as sqrt(U(0.02, 0.4)), the expected area is (E sqrt U)^2 = 0.193.
+    count, size = 400, 32
+    images = np.full((count, size, size, 3), 128, np.uint8)
+    batch = _batches(make_dataset(images, np.zeros(count), count, augment=["random_erasing"]), 1)
+    changed = np.any(batch != np.float32(128 / 255), axis=-1)
+    erased = changed.any(axis=(1, 2))
+    assert 0.42 < erased.mean() < 0.58
+    areas = []
+    for image in changed[erased]:
+        rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+        box = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        assert box.mean() > 0.97  # one rectangle (a noise value may land on 128 / 255)
+        areas.append(box.size / size**2)
+    assert 0.015 < min(areas) and max(areas) < 0.45
+    expected = ((2 / 3) * (0.4**1.5 - 0.02**1.5) / 0.38) ** 2
+    assert abs(np.mean(areas) - expected) < 0.03
+    assert batch.min() >= 0 and batch.max() <= 1
 
 
 def test_bad_lists_name_the_entry_and_configs_take_lists():
