@@ -21,7 +21,12 @@ PAPER_LOSS_WEIGHTS = {
     "style": 120.0,
     "tv": 0.1,
 }
-LOSS_KEYS = (*PAPER_LOSS_WEIGHTS, "vgg16_weights")
+# Terms beyond the paper's, 0 unless a config weights them.
+EXTRA_LOSS_WEIGHTS = {"psnr": 0.0}
+LOSS_KEYS = (*PAPER_LOSS_WEIGHTS, *EXTRA_LOSS_WEIGHTS, "vgg16_weights")
+# The floor of the squared error in the PSNR term: 100 dB, so an image without a hole adds a
+# constant and no gradient.
+PSNR_MSE_FLOOR = 1e-10
 # VGG-16 layers whose outputs the perceptual and style terms compare (the paper's
 # pool1, pool2, pool3), and the ImageNet BGR means the Keras VGG-16 weights expect.
 VGG16_FEATURE_LAYERS = ("block1_pool", "block2_pool", "block3_pool")
@@ -139,13 +144,20 @@ class InpaintingLoss(keras.losses.Loss):
         L_perc  = sum_p mean |Psi_p(I_out) - Psi_p(I_gt)| + mean |Psi_p(I_comp) - Psi_p(I_gt)|
         L_style = sum_p mean |K_p(Psi_p(I_out)) - K_p(Psi_p(I_gt))| (+ the same for I_comp)
         L       = w_valid L_valid + w_hole L_hole + w_perc L_perc
-                  + w_style (L_style_out + L_style_comp) + w_tv L_tv
+                  + w_style (L_style_out + L_style_comp) + w_tv L_tv + w_psnr L_psnr
 
     where the means run over all H W C elements (the paper's 1 / N_Igt), I_comp is the
     output with the valid pixels set to the ground truth, Psi_p are VGG-16's pool1-pool3
     features and K_p the Gram matrix divided by C_p H_p W_p. The paper's weights are 1, 6,
     0.05, 120 and 0.1 (`PAPER_LOSS_WEIGHTS`). The perceptual and style terms need the VGG-16
     weights in a local file (`vgg16_weights`); nothing is downloaded.
+
+    One term is not the paper's: `L_psnr = log10(mean (I_comp - I_gt)^2 + 1e-10)`, the
+    composite's PSNR in bels with its sign flipped (`-PSNR / 10` for images in [0, 1]).
+    The evaluation averages PSNR over images, which weighs an error on a smooth image far
+    more than the same error on a textured one; the L1 terms do not, and a network trained
+    on them can lower the hole L1 while the mean PSNR falls. `L_psnr` is that mean PSNR
+    itself.
 
     `call` returns one value per image, which Keras averages over the batch (and divides by
     the number of replicas under a distribution strategy).
@@ -160,6 +172,7 @@ class InpaintingLoss(keras.losses.Loss):
             terms (see `vgg16_feature_extractor`). Defaults to None.
         name: str. Defaults to `"inpainting_loss"`.
         reduction, dtype: as for any `keras.losses.Loss`.
+        psnr_weight: float >= 0. The weight of `L_psnr`. Defaults to 0.
 
     Raises:
         ValueError: if a weight is negative, or the perceptual or style weight is positive
@@ -189,6 +202,7 @@ class InpaintingLoss(keras.losses.Loss):
         name="inpainting_loss",
         reduction="sum_over_batch_size",
         dtype=None,
+        psnr_weight=0.0,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         weights = {
@@ -197,6 +211,7 @@ class InpaintingLoss(keras.losses.Loss):
             "tv_weight": tv_weight,
             "perceptual_weight": perceptual_weight,
             "style_weight": style_weight,
+            "psnr_weight": psnr_weight,
         }
         for key, value in weights.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -212,6 +227,7 @@ class InpaintingLoss(keras.losses.Loss):
         self.tv_weight = float(tv_weight)
         self.perceptual_weight = float(perceptual_weight)
         self.style_weight = float(style_weight)
+        self.psnr_weight = float(psnr_weight)
         self.vgg16_weights = None if vgg16_weights is None else str(vgg16_weights)
         self._feature_extractor = None
         if self.perceptual_weight or self.style_weight:
@@ -219,7 +235,7 @@ class InpaintingLoss(keras.losses.Loss):
 
     def terms(self, y_true, y_pred):
         """The unweighted terms per image: a dict of `(B,)` tensors with keys `valid`,
-        `hole`, `tv` and, with a feature extractor, `perceptual`, `style_out`,
+        `hole`, `tv`, `psnr` and, with a feature extractor, `perceptual`, `style_out`,
         `style_comp`."""
         y_pred = ops.cast(y_pred, "float32")
         truth, mask = split_target(ops.cast(y_true, "float32"), y_pred.shape[-1])
@@ -229,6 +245,8 @@ class InpaintingLoss(keras.losses.Loss):
             "valid": _per_image_mean(mask * error),
             "hole": _per_image_mean((1.0 - mask) * error),
             "tv": hole_border_total_variation(comp, mask),
+            "psnr": ops.log(_per_image_mean(ops.square(comp - truth)) + PSNR_MSE_FLOOR)
+            / ops.log(10.0),
         }
         if self._feature_extractor is not None:
             batch = ops.shape(y_pred)[0]
@@ -251,6 +269,8 @@ class InpaintingLoss(keras.losses.Loss):
             + self.hole_weight * terms["hole"]
             + self.tv_weight * terms["tv"]
         )
+        if self.psnr_weight:
+            loss += self.psnr_weight * terms["psnr"]
         if self._feature_extractor is not None:
             loss += self.perceptual_weight * terms["perceptual"]
             loss += self.style_weight * (terms["style_out"] + terms["style_comp"])
@@ -265,6 +285,7 @@ class InpaintingLoss(keras.losses.Loss):
                 "tv_weight": self.tv_weight,
                 "perceptual_weight": self.perceptual_weight,
                 "style_weight": self.style_weight,
+                "psnr_weight": self.psnr_weight,
                 "vgg16_weights": self.vgg16_weights,
             }
         )
@@ -275,8 +296,8 @@ def resolve_loss_weights(weights):
     """The weights `inpainting_loss` uses for a config's `train.loss` mapping.
 
     Returns:
-        `(weights, vgg16_weights, skipped)`: a dict with the five weights `valid`, `hole`,
-        `tv`, `perceptual`, `style` (a missing key is 0), the VGG-16 file or None, and
+        `(weights, vgg16_weights, skipped)`: a dict with the six weights `valid`, `hole`,
+        `tv`, `perceptual`, `style`, `psnr` (a missing key is 0), the VGG-16 file or None, and
         whether positive perceptual or style weights were set to 0 for want of that file.
 
     Raises:
@@ -287,7 +308,7 @@ def resolve_loss_weights(weights):
         raise ValueError(
             f"Unknown inpainting loss key(s) {unknown} in `train.loss`. Known: {list(LOSS_KEYS)}"
         )
-    resolved = {key: weights.get(key, 0.0) for key in PAPER_LOSS_WEIGHTS}
+    resolved = {key: weights.get(key, 0.0) for key in (*PAPER_LOSS_WEIGHTS, *EXTRA_LOSS_WEIGHTS)}
     vgg16_weights = weights.get("vgg16_weights")
     skipped = vgg16_weights is None and bool(resolved["perceptual"] or resolved["style"])
     if skipped:
@@ -300,7 +321,7 @@ def resolve_loss_weights(weights):
 def inpainting_loss(weights):
     """`InpaintingLoss` from a config's `train.loss` mapping.
 
-    Keys: `valid`, `hole`, `tv`, `perceptual`, `style` (weights; a missing key is 0) and
+    Keys: `valid`, `hole`, `tv`, `perceptual`, `style`, `psnr` (weights; a missing key is 0) and
     `vgg16_weights` (a local VGG-16 weights file). Without `vgg16_weights` the perceptual
     and style terms are left out and a note says so: their weights would be downloaded.
 
@@ -322,5 +343,6 @@ def inpainting_loss(weights):
         tv_weight=resolved["tv"],
         perceptual_weight=resolved["perceptual"],
         style_weight=resolved["style"],
+        psnr_weight=resolved["psnr"],
         vgg16_weights=vgg16_weights,
     )

@@ -96,10 +96,11 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation. `loss` weights named losses of the task (segmentation:
     `{"crossentropy": 1.0, "dice": 1.0}` by default, see `kcnn.tasks.losses`; inpainting:
-    `{"valid": 1, "hole": 6, "tv": 0.1, "perceptual": 0.05, "style": 120}` by default and
-    `vgg16_weights`, a local file the perceptual and style terms need, see
-    `kcnn.tasks.inpainting`; detection: `DetectionLoss` keyword arguments such as
-    `{"box_weight": 2.5, "box_loss": "ciou"}`, see `kcnn.tasks.detection`), and pixels
+    `{"valid": 1, "hole": 6, "tv": 0.1, "perceptual": 0.05, "style": 120}` by default,
+    `psnr` (the composite's mean PSNR as a loss) and `vgg16_weights`, a local file the
+    perceptual and style terms need, see `kcnn.tasks.inpainting`; detection: `DetectionLoss`
+    keyword arguments such as `{"box_weight": 2.5, "box_loss": "ciou"}`, see
+    `kcnn.tasks.detection`), and pixels
     labelled `ignore_index` count in no loss or metric. A model with auxiliary classifiers
     (GoogLeNet with `aux_heads: true`) adds their losses times `aux_loss_weight` while
     training (see `kcnn.training.auxiliary`). Training stops like on a NaN loss when one

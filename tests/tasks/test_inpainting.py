@@ -73,6 +73,10 @@ def test_valid_hole_and_tv_terms_by_hand():
     assert float(terms["tv"][0]) == pytest.approx(0.2, abs=1e-6)
     loss = InpaintingLoss()(target(truth, mask), output.astype(np.float32))
     assert float(loss) == pytest.approx(0.1 + 6 * 0.1 + 0.1 * 0.2, abs=1e-6)
+    # psnr: the composite's squared error (0.1 - 0.4)^2 / 3 = 0.03, in bels: log10(0.03).
+    assert float(terms["psnr"][0]) == pytest.approx(np.log10(0.03), abs=1e-5)
+    loss = InpaintingLoss(psnr_weight=2.0)(target(truth, mask), output.astype(np.float32))
+    assert float(loss) == pytest.approx(0.72 + 2 * np.log10(0.03), abs=1e-5)
 
 
 def test_terms_match_numpy_on_random_images():
@@ -83,10 +87,16 @@ def test_terms_match_numpy_on_random_images():
     np.testing.assert_allclose(terms["hole"], ((1 - mask) * error).mean(axis=(1, 2, 3)), rtol=1e-5)
     comp = mask * truth + (1 - mask) * output
     np.testing.assert_allclose(terms["tv"], tv_reference(comp, mask), rtol=1e-5)
-    weights = {"valid_weight": 0.5, "hole_weight": 3.0, "tv_weight": 2.0}
+    # The PSNR term is minus the per-image PSNR (peak 1), in bels.
+    psnr = 10 * np.log10(1 / ((comp - truth) ** 2).mean(axis=(1, 2, 3)))
+    np.testing.assert_allclose(-10 * np.asarray(terms["psnr"]), psnr, rtol=1e-5)
+    weights = {"valid_weight": 0.5, "hole_weight": 3.0, "tv_weight": 2.0, "psnr_weight": 0.1}
     loss = InpaintingLoss(**weights)(target(truth, mask), output.astype(np.float32))
-    expected = 0.5 * terms["valid"] + 3.0 * terms["hole"] + 2.0 * terms["tv"]
+    expected = 0.5 * terms["valid"] + 3.0 * terms["hole"] + 2.0 * terms["tv"] + 0.1 * terms["psnr"]
     assert float(loss) == pytest.approx(float(np.mean(expected)), rel=1e-5)
+    config = InpaintingLoss(**weights).get_config()
+    assert InpaintingLoss.from_config(config).psnr_weight == 0.1
+    assert inpainting_loss({"hole": 1.0, "psnr": 0.5}).psnr_weight == 0.5
 
 
 def test_tv_ignores_pairs_outside_the_dilated_hole():
