@@ -12,7 +12,8 @@ the composited result (known pixels kept) and the mean absolute error in the hol
   `configs/inpaint_conv_baseline.yaml`, `configs/inpaint_fill_residual.yaml`),
 - their `model_int8.tflite` files run in LiteRT, where the run has one (`kcnn export RUN
   --quantization int8`), for the PSNR drop of int8 per bucket,
-- kcnn's `SmoothFill2D` alone (the untrained fill that `FillResidualUNet` refines),
+- kcnn's `SmoothFill2D` alone (the untrained fill that `FillResidualUNet` refines), with
+  its default sweeps and with 6 multigrid conjugate-gradient steps after them,
 - `skimage.restoration.inpaint_biharmonic` (channel by channel),
 - OpenCV's `cv2.inpaint` with Telea's method (radius 3), when `cv2` imports
   (`pip install opencv-python-headless`),
@@ -110,13 +111,23 @@ def int8_method(run_dir):
     return f"kcnn {config.model.name} ({Path(run_dir).name}), int8 LiteRT", inpaint
 
 
-def kcnn_fill(images, masks):
+def kcnn_fill(images, masks, cg_iterations=0):
     mask = masks.astype(np.float32)
     filled = [
-        np.asarray(smooth_fill(images[i : i + 64].astype(np.float32) / 255.0, mask[i : i + 64]))
+        np.asarray(
+            smooth_fill(
+                images[i : i + 64].astype(np.float32) / 255.0,
+                mask[i : i + 64],
+                cg_iterations=cg_iterations,
+            )
+        )
         for i in range(0, len(images), 64)
     ]
     return np.concatenate(filled)
+
+
+def kcnn_fill_cg(images, masks):
+    return kcnn_fill(images, masks, cg_iterations=6)
 
 
 def biharmonic(images, masks):
@@ -158,6 +169,7 @@ def methods(run_dirs):
         if int8 is not None:
             found.append(int8)
     found.append(("kcnn SmoothFill2D alone (no training)", kcnn_fill))
+    found.append(("kcnn SmoothFill2D, 6 multigrid CG steps (no training)", kcnn_fill_cg))
     found.append(("skimage inpaint_biharmonic", biharmonic))
     try:
         import cv2  # noqa: F401

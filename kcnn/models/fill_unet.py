@@ -37,6 +37,9 @@ class FillResidualUNet(TaskModel):
         fill_iterations: int >= 0. Biharmonic sweeps of the fill at full resolution.
             Defaults to 40.
         fill_coarse_iterations: int >= 0. Sweeps at each coarser level. Defaults to 20.
+        fill_cg_iterations: int >= 0. The fill's multigrid-preconditioned conjugate-gradient
+            steps (`SmoothFill2D`'s `cg_iterations`): 6 bring it within 0.1 dB of
+            `inpaint_biharmonic` on photo crops. Defaults to 0.
         name: str. Defaults to `"fill_residual_unet"`.
 
     Input and output:
@@ -67,6 +70,7 @@ class FillResidualUNet(TaskModel):
         "depth",
         "fill_iterations",
         "fill_coarse_iterations",
+        "fill_cg_iterations",
     )
 
     def __init__(
@@ -77,13 +81,18 @@ class FillResidualUNet(TaskModel):
         depth=5,
         fill_iterations=40,
         fill_coarse_iterations=20,
+        fill_cg_iterations=0,
         name="fill_residual_unet",
         **kwargs,
     ):
         # === Layers ===
         # float32 under mixed precision too: tens of sweeps in float16 drift.
         fill_layer = SmoothFill2D(
-            fill_iterations, fill_coarse_iterations, dtype="float32", name="smooth_fill"
+            fill_iterations,
+            fill_coarse_iterations,
+            cg_iterations=fill_cg_iterations,
+            dtype="float32",
+            name="smooth_fill",
         )
         # === Functional graph ===
         input_shape = check_arguments(input_shape, width, depth)
@@ -107,3 +116,4 @@ class FillResidualUNet(TaskModel):
         self.depth = depth
         self.fill_iterations = fill_layer.iterations
         self.fill_coarse_iterations = fill_layer.coarse_iterations
+        self.fill_cg_iterations = fill_layer.cg_iterations

@@ -31,6 +31,8 @@ def test_matches_float64_reference_and_keeps_its_config():
         np.testing.assert_allclose(output, reference_fill(image, mask, 5, 2), atol=2e-5)
     citizenship.check_config_round_trip(layer)
     assert SmoothFill2D(levels=1).get_config()["levels"] == 1
+    citizenship.check_config_round_trip(SmoothFill2D(cg_iterations=3))
+    assert SmoothFill2D(cg_iterations=3).get_config()["cg_iterations"] == 3
 
 
 def test_gradient_flows_to_the_known_pixels():
@@ -48,7 +50,8 @@ def test_gradient_flows_to_the_known_pixels():
 
 
 def test_keras_file_saved_model_and_tflite_builtins(tmp_path):
-    model = small_model(iterations=6, coarse_iterations=3)
+    # With conjugate-gradient steps: their reductions and divisions are builtins too.
+    model = small_model(iterations=6, coarse_iterations=3, cg_iterations=2)
     x = inputs()
     citizenship.check_keras_file_round_trip(model, x, tmp_path)
     citizenship.check_saved_model_round_trip(model, x, tmp_path)
@@ -61,6 +64,7 @@ def test_keras_file_saved_model_and_tflite_builtins(tmp_path):
         ({"iterations": -1}, r"`iterations` must be a non-negative int. Received: iterations=-1"),
         ({"coarse_iterations": "2"}, r"`coarse_iterations` must be a non-negative int"),
         ({"levels": 0.5}, r"`levels` must be a non-negative int"),
+        ({"cg_iterations": -3}, r"`cg_iterations` must be a non-negative int"),
     ],
 )
 def test_bad_arguments(kwargs, message):

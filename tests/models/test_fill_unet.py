@@ -18,11 +18,15 @@ def tiny(**kwargs):
 
 def test_registered_and_untrained_it_is_the_classical_fill():
     assert MODELS["fill_residual_unet"].task == "inpainting"
-    model = tiny(fill_iterations=7, fill_coarse_iterations=3)
+    model = tiny(fill_iterations=7, fill_coarse_iterations=3, fill_cg_iterations=2)
     image, mask = inputs()
-    expected = np.asarray(smooth_fill(image, mask, iterations=7, coarse_iterations=3))
+    expected = np.asarray(
+        smooth_fill(image, mask, iterations=7, coarse_iterations=3, cg_iterations=2)
+    )
     np.testing.assert_allclose(model.predict([image, mask], verbose=0), expected, atol=1e-6)
     assert model.get_layer("smooth_fill").iterations == 7
+    assert model.get_layer("smooth_fill").cg_iterations == 2
+    assert model.get_config()["fill_cg_iterations"] == 2
 
 
 def test_output_ignores_what_the_holes_hold():

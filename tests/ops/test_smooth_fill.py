@@ -145,6 +145,63 @@ def test_converges_to_the_biharmonic_interpolant():
     assert np.abs(default - exact)[hole].mean() < 0.1 * mean_fill
 
 
+def exact_discrete_biharmonic(image, mask):
+    """The exact solution of `Δ²u = 0` in the holes, `Δ` the 5-point Laplacian with repeated
+    borders (numpy's "symmetric"), the known pixels fixed: a dense float64 linear solve, one
+    channel."""
+
+    def laplacian(u):
+        p = np.pad(u, 1, mode="symmetric")
+        return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * u
+
+    def stencil(u):
+        return laplacian(laplacian(u))
+
+    free = np.flatnonzero(mask.ravel() == 0)
+    columns = []
+    for index in free:
+        unit = np.zeros(image.size)
+        unit[index] = 1.0
+        columns.append(stencil(unit.reshape(image.shape)).ravel()[free])
+    known_part = stencil(np.where(mask == 0, 0.0, image)).ravel()[free]
+    solution = image.astype(np.float64).ravel().copy()
+    solution[free] = np.linalg.solve(np.stack(columns, axis=1), -known_part)
+    return solution.reshape(image.shape)
+
+
+def test_multigrid_cg_solves_the_discrete_biharmonic_equation():
+    # Against an exact dense solve of the same equation: each group of steps brings the fill
+    # closer, and 16 steps solve it (a hole within two pixels of the border included).
+    image = smooth_image(16, 1, seed=5)[..., 0] + 0.1 * RNG.standard_normal((16, 16))
+    mask = np.ones((16, 16))
+    mask[3:13, 2:10] = 0
+    mask[12:15, 11:15] = 0
+    exact = exact_discrete_biharmonic(image, mask)
+    inputs = (image[None, ..., None].astype("float32"), mask[None, ..., None].astype("float32"))
+
+    def error(**kwargs):
+        filled = np.asarray(smooth_fill(*inputs, iterations=2, coarse_iterations=2, **kwargs))
+        return np.abs(filled[0, ..., 0] - exact).max()
+
+    errors = [error(cg_iterations=steps) for steps in (0, 4, 16)]
+    assert errors[0] > 0.1
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 5e-4
+
+
+def test_multigrid_cg_keeps_known_pixels_constants_and_images_without_holes():
+    images = RNG.uniform(size=(3, 32, 32, 2)).astype("float32")
+    masks = (RNG.uniform(size=(3, 32, 32, 1)) > 0.4).astype("float32")
+    masks[1] = 1.0  # no hole: nothing to solve, and no 0 / 0
+    images[2] = 0.3
+    masks[2, :, 4:28] = 0
+    filled = np.asarray(smooth_fill(images, masks, cg_iterations=3))
+    known = np.repeat(masks, 2, axis=-1) > 0
+    np.testing.assert_array_equal(filled[known], images[known])
+    assert np.isfinite(filled).all()
+    np.testing.assert_allclose(filled[2], 0.3, atol=1e-6)
+
+
 def test_pyramid_levels():
     assert pyramid_levels(64, 64) == 4  # 64 -> 32 -> 16 -> 8 -> 4
     assert pyramid_levels(32, 48) == 3
@@ -158,6 +215,7 @@ def test_pyramid_levels():
         ({"iterations": -1}, r"`iterations` must be a non-negative int. Received: iterations=-1"),
         ({"coarse_iterations": 1.5}, r"`coarse_iterations` must be a non-negative int"),
         ({"levels": -2}, r"`levels` must be a non-negative int"),
+        ({"cg_iterations": -1}, r"`cg_iterations` must be a non-negative int"),
     ],
 )
 def test_bad_arguments(kwargs, message):
