@@ -21,16 +21,14 @@ import keras
 import tensorflow as tf
 
 from kcnn._serialization import register
-from kcnn._validation import check_positive_int
+from kcnn._validation import check_fraction, check_positive_int
 from kcnn.detection.boxes import anchor_points
 
 DETECTION_OUTPUTS = ("boxes", "scores", "classes", "count")
 
 
 def _check_threshold(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ValueError(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
-    return float(value)
+    return check_fraction(value, name, low_open=False, high_open=False)
 
 
 def _normalize_image_size(image_size):
@@ -258,8 +256,53 @@ def batched_class_nms(
     )
 
 
+class DetectionSettings(keras.layers.Layer):
+    """The settings every detection decoder layer has, checked and in its config:
+    `num_classes`, `image_size`, `score_threshold`, `iou_threshold`, `max_detections`.
+
+    The base of `DetectionDecoder` and of the Faster R-CNN decoders
+    (`kcnn.detection.faster_rcnn_outputs`); not a layer on its own.
+
+    Raises:
+        ValueError: naming the argument, for a non-positive `num_classes` or
+            `max_detections`, a threshold outside [0, 1] or a missing or malformed
+            `image_size`.
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        image_size,
+        score_threshold=0.05,
+        iou_threshold=0.5,
+        max_detections=100,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        if image_size is None:
+            raise ValueError("`image_size` is required. Received: image_size=None")
+        self.image_size = _normalize_image_size(image_size)
+        self.score_threshold = _check_threshold(score_threshold, "score_threshold")
+        self.iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
+        self.max_detections = check_positive_int(max_detections, "max_detections")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "image_size": self.image_size,
+                "score_threshold": self.score_threshold,
+                "iou_threshold": self.iou_threshold,
+                "max_detections": self.max_detections,
+            }
+        )
+        return config
+
+
 @register
-class DetectionDecoder(keras.layers.Layer):
+class DetectionDecoder(DetectionSettings):
     """Turns raw anchor-free detector outputs into final detections (boxes after NMS).
 
     Wraps `decode_detections` with the anchor points of `kcnn.detection.boxes.anchor_points(
@@ -312,15 +355,10 @@ class DetectionDecoder(keras.layers.Layer):
         max_detections=100,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.image_size = _normalize_image_size(image_size)
-        if self.image_size is None:
-            raise ValueError("`image_size` is required. Received: image_size=None")
+        super().__init__(
+            num_classes, image_size, score_threshold, iou_threshold, max_detections, **kwargs
+        )
         self.strides = tuple(strides)
-        self.score_threshold = _check_threshold(score_threshold, "score_threshold")
-        self.iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-        self.max_detections = check_positive_int(max_detections, "max_detections")
         self._points, self._point_strides = anchor_points(self.image_size, self.strides)
         self.supports_jit = False
 
@@ -369,14 +407,5 @@ class DetectionDecoder(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "image_size": self.image_size,
-                "strides": self.strides,
-                "score_threshold": self.score_threshold,
-                "iou_threshold": self.iou_threshold,
-                "max_detections": self.max_detections,
-            }
-        )
+        config["strides"] = self.strides
         return config

@@ -18,8 +18,8 @@ import tensorflow as tf
 from keras import ops
 
 from kcnn._serialization import register
-from kcnn._validation import check_fraction, check_positive_int, is_number, normalize_image_size
-from kcnn.detection.decode import batched_class_nms
+from kcnn._validation import is_number
+from kcnn.detection.decode import DetectionSettings, batched_class_nms
 from kcnn.detection.two_stage import ROI_BOX_WEIGHTS, decode_boxes
 
 # One detection row of the model's output: x_min, y_min, x_max, y_max, score, class.
@@ -178,43 +178,8 @@ def decode_roi_detections(
     )
 
 
-class _DetectionSettings(keras.layers.Layer):
-    """The settings `RoIDetections` and `FasterRCNNDecoder` share, checked and in the
-    config: `num_classes`, `image_size`, `score_threshold`, `iou_threshold`,
-    `max_detections`."""
-
-    def __init__(
-        self,
-        num_classes,
-        image_size,
-        score_threshold=0.05,
-        iou_threshold=0.5,
-        max_detections=100,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.image_size = normalize_image_size(image_size)
-        self.score_threshold = _check_threshold(score_threshold, "score_threshold")
-        self.iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-        self.max_detections = check_positive_int(max_detections, "max_detections")
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "image_size": self.image_size,
-                "score_threshold": self.score_threshold,
-                "iou_threshold": self.iou_threshold,
-                "max_detections": self.max_detections,
-            }
-        )
-        return config
-
-
 @register
-class RoIDetections(_DetectionSettings):
+class RoIDetections(DetectionSettings):
     """`decode_roi_detections` as a layer whose output is one float32 tensor
     `(batch, max_detections, 6)`: rows `(x_min, y_min, x_max, y_max, score, class)`, the
     class -1 on padding rows (`FasterRCNNDecoder` unpacks it).
@@ -266,7 +231,7 @@ class RoIDetections(_DetectionSettings):
 
 
 @register
-class FasterRCNNDecoder(_DetectionSettings):
+class FasterRCNNDecoder(DetectionSettings):
     """Unpacks a `FasterRCNN`'s output into the detection task's dict of detections.
 
     The model decodes and suppresses itself (`RoIDetections`); this layer only splits its
@@ -341,10 +306,6 @@ class FasterRCNNDecoder(_DetectionSettings):
             "classes": keras.KerasTensor((batch, size), "int32"),
             "count": keras.KerasTensor((batch,), "int32"),
         }
-
-
-def _check_threshold(value, name):
-    return check_fraction(value, name, low_open=False, high_open=False)
 
 
 def _non_negative(value, name):
