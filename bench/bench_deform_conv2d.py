@@ -23,6 +23,8 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN as `import kcnn` turns it on (kcnn/__init__.py); TensorFlow is imported first here.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # The CPU allocator `import kcnn` selects, set here as well because TensorFlow is imported first;
 # `TF_CPU_ALLOCATOR_USE_BFC=false python bench/...` times TensorFlow's malloc default.
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
@@ -172,7 +174,8 @@ def main(argv=None):
         print("torch/torchvision not importable: torchvision comparison skipped")
     print(
         f"3x3 DCNv2, 'same' padding, best of {args.repeats} x {args.steps} steps (ms); "
-        f"TF_CPU_ALLOCATOR_USE_BFC={os.environ['TF_CPU_ALLOCATOR_USE_BFC']}"
+        f"TF_CPU_ALLOCATOR_USE_BFC={os.environ['TF_CPU_ALLOCATOR_USE_BFC']}, "
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ['TF_ENABLE_ONEDNN_OPTS']}"
     )
     for shape in SHAPES:
         best, agreement = benchmark(shape, args.repeats, args.steps, with_torch)

@@ -10,13 +10,18 @@ training down on a 2-core machine, where it competes with the model for the same
 """
 
 import argparse
+import os
 import platform
 import time
 
-import numpy as np
-import tensorflow as tf
+# kcnn's CPU set-up (kcnn/__init__.py), set here because TensorFlow is imported first.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
-from kcnn import data
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kcnn import data  # noqa: E402
 
 
 def baseline_dataset(images, labels, batch_size, seed):

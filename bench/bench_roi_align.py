@@ -24,6 +24,8 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN as `import kcnn` turns it on (kcnn/__init__.py); TensorFlow is imported first here.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # The CPU allocator `import kcnn` selects, set here as well because TensorFlow is imported first.
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 

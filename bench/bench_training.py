@@ -232,9 +232,11 @@ def _mean_interval(stamps, warmup):
 
 def _setup_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    # kcnn first: it turns oneDNN on and selects the BFC allocator only if TensorFlow is not
+    # imported yet (Keras imports it), and both sides then run with what a kcnn user gets.
+    import kcnn  # noqa: F401, I001
 
-    import kcnn  # noqa: F401  (the oneDNN and allocator defaults a user gets)
+    import keras
 
     class StepTimer(keras.callbacks.Callback):
         def __init__(self):
