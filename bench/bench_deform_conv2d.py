@@ -18,22 +18,21 @@ input, offsets, mask, kernel and bias, so no forward work is pruned. Each time i
 """
 
 import argparse
+import importlib
 import os
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN as `import kcnn` turns it on (kcnn/__init__.py); TensorFlow is imported first here.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-# The CPU allocator `import kcnn` selects, set here as well because TensorFlow is imported first;
 # `TF_CPU_ALLOCATOR_USE_BFC=false python bench/...` times TensorFlow's malloc default.
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 try:  # torch before TensorFlow: the other order crashes when both run in one process
     import torch
     import torchvision  # noqa: F401
 except ImportError:
     torch = None
+
+importlib.import_module("kcnn")  # before TensorFlow: its CPU set-up (oneDNN, BFC allocator)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -10,13 +10,11 @@ training down on a 2-core machine, where it competes with the model for the same
 """
 
 import argparse
-import os
+import importlib
 import platform
 import time
 
-# kcnn's CPU set-up (kcnn/__init__.py), set here because TensorFlow is imported first.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+importlib.import_module("kcnn")  # before TensorFlow: its CPU set-up (oneDNN, BFC allocator)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -9,14 +9,13 @@ reported is the best of `--repeats` rounds of `--steps` steps. The ratio
 """
 
 import argparse
+import importlib
 import os
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# kcnn's CPU set-up (kcnn/__init__.py), set here because TensorFlow is imported first.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+importlib.import_module("kcnn")  # before TensorFlow: its CPU set-up (oneDNN, BFC allocator)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -19,21 +19,20 @@ error against a float64 computation.
 """
 
 import argparse
+import importlib
 import os
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN as `import kcnn` turns it on (kcnn/__init__.py); TensorFlow is imported first here.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-# The CPU allocator `import kcnn` selects, set here as well because TensorFlow is imported first.
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 try:  # torch before TensorFlow: the other order crashes when both run in one process
     import torch
     import torchvision  # noqa: F401
 except ImportError:
     torch = None
+
+importlib.import_module("kcnn")  # before TensorFlow: its CPU set-up (oneDNN, BFC allocator)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
