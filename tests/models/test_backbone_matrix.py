@@ -3,8 +3,9 @@
 For each name in `kcnn.backbones.BACKBONES` (shrunk by constructor overrides, the families'
 own architecture code kept) and each backbone model (classifier, U-Net, FCN, Detector,
 RetinaNet): the model builds at 64x64, at 96x96 (3 x 32: levels of odd size, 3x3 at P5)
-and at `(None, None)` where the model allows it, predicts the shape its contract says, and
-takes one training step with a finite loss that moves the weights. One backbone per family
+and at `(None, None)` where the model allows it and predicts the shape its contract says; at
+96x96, where the deepest level is 3x3 (odd), it also takes one training step with a finite
+loss that moves the weights (the step's code is the same at 64x64). One backbone per family
 also converts to TFLite with builtin ops only and LiteRT matches Keras.
 """
 
@@ -108,7 +109,7 @@ def test_every_backbone_under_every_model(model_name, backbone_name):
         model = build(backbone)
         probe = size or 96
         assert tuple(model(_images(1, probe)).shape) == expected_shape(1, probe)
-        if size is not None:
+        if size == 96:
             _one_training_step(model_name, model, size)
 
 
