@@ -1,6 +1,7 @@
 """Functional kernels that kcnn layers call."""
 
 from kcnn.ops.argmax_pooling import max_pool_with_argmax, max_unpool
+from kcnn.ops.batch_norm import fused_batch_norm_training
 from kcnn.ops.deform_conv import deform_conv2d
 from kcnn.ops.fft_conv import fft_conv2d
 from kcnn.ops.fractional_max_pool import (
@@ -17,6 +18,7 @@ __all__ = [
     "deform_conv2d",
     "fft_conv2d",
     "fractional_max_pool",
+    "fused_batch_norm_training",
     "gram_matrix",
     "max_pool_with_argmax",
     "max_unpool",

@@ -5,6 +5,7 @@ from kcnn.training.auxiliary import AuxiliaryLossModel, auxiliary_output_names, 
 from kcnn.training.config import ExperimentConfig, config_from_dict, load_config, save_config
 from kcnn.training.explain_run import explain_run
 from kcnn.training.exporting import export_run
+from kcnn.training.fitting import fuse_batch_norm, synchronize_batch_norm
 from kcnn.training.run_folder import load_run, read_history, resolve_run_dir
 from kcnn.training.trainer import build_model, evaluate, export, load_data, train
 from kcnn.training.transfer import (
@@ -30,6 +31,7 @@ __all__ = [
     "export",
     "export_run",
     "freeze",
+    "fuse_batch_norm",
     "head_layers",
     "load_config",
     "load_data",
@@ -40,6 +42,7 @@ __all__ = [
     "replace_head",
     "resolve_run_dir",
     "save_config",
+    "synchronize_batch_norm",
     "train",
     "unfreeze",
 ]

@@ -135,12 +135,15 @@ class RuntimeConfig:
     layer compute its statistics over the global batch (Keras's `synchronized=True`), so
     that R replicas train exactly like one device; otherwise each replica normalises with
     the statistics of its own B / R examples, as in the BN paper's multi-GPU practice.
+    `fused_batch_norm` computes each batch normalization's training step with TensorFlow's
+    fused kernel (`kcnn.training.fuse_batch_norm`): the same values, fewer passes.
     """
 
     seed: int = 0
     strategy: str = "auto"
     devices: list = dataclasses.field(default_factory=list)
     sync_batch_norm: bool = False
+    fused_batch_norm: bool = True
     mixed_precision: bool = False
     jit_compile: bool = False
     deterministic: bool = False

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from kcnn._files import atomic_path
+from kcnn.ops.batch_norm import MIN_FUSED_EPSILON, fused_batch_norm_training
 from kcnn.training.checkpoint import (
     InterruptBetweenSteps,
     RestoreMetricState,
@@ -55,6 +56,64 @@ def synchronize_batch_norm(model):
             layer.synchronized = True
             changed += 1
     return changed
+
+
+def fuse_batch_norm(model):
+    """Makes every Keras `BatchNormalization` layer of `model` (nested ones too) compute its
+    training-mode step with TensorFlow's fused kernel (`kcnn.ops.batch_norm`): the same
+    values (the same moments, output and moving averages, to float32 rounding) in fewer
+    passes over the activations. Returns the number of layers changed.
+
+    A layer keeps Keras's own computation where the fused kernel does not apply: in
+    inference mode (so evaluation and every export are unchanged), when it is frozen,
+    synchronized across replicas, renormalized, masked, not on 4-D channels-last float32
+    input, or its epsilon is below `MIN_FUSED_EPSILON`. Only the layer objects change: a
+    saved model holds plain Keras `BatchNormalization` layers.
+
+    Example:
+
+    >>> import keras
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.Conv2D(4, 3)(inputs)
+    >>> model = keras.Model(inputs, keras.layers.BatchNormalization()(x))
+    >>> fuse_batch_norm(model)
+    1
+    """
+    changed = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer) is keras.layers.BatchNormalization and not getattr(layer, "_kcnn_fused", 0):
+            layer.call = _fused_call(layer, layer.call)
+            layer._kcnn_fused = True
+            changed += 1
+    return changed
+
+
+def _fused_call(layer, keras_call):
+    def call(inputs, training=None, mask=None):
+        if (
+            training is True
+            and layer.trainable
+            and mask is None
+            and not layer.synchronized
+            and not layer.renorm
+            and layer.axis in (-1, 3)
+            and len(inputs.shape) == 4
+            and inputs.dtype == "float32"
+            and layer.compute_dtype == "float32"
+            and layer.epsilon >= MIN_FUSED_EPSILON
+        ):
+            outputs, mean, variance = fused_batch_norm_training(
+                inputs, layer.gamma, layer.beta, layer.epsilon
+            )
+            momentum = layer.momentum
+            layer.moving_mean.assign(layer.moving_mean * momentum + mean * (1.0 - momentum))
+            layer.moving_variance.assign(
+                layer.moving_variance * momentum + variance * (1.0 - momentum)
+            )
+            return outputs
+        return keras_call(inputs, training=training, mask=mask)
+
+    return call
 
 
 def _all_layers(model):

@@ -41,6 +41,7 @@ from kcnn.training.exporting import export_run
 from kcnn.training.fitting import (
     build_optimizer,
     fit_from_checkpoint,
+    fuse_batch_norm,
     shard_by_data,
     synchronize_batch_norm,
     undistributed_copy,
@@ -167,6 +168,8 @@ def _compiled_model(task, config, data):
     model = build_model(config, data.dataset.x_train.shape[1:], len(data.dataset.class_names))
     if config.runtime.sync_batch_norm:
         synchronize_batch_norm(model)
+    if config.runtime.fused_batch_norm:
+        fuse_batch_norm(model)
     transfer_record = apply_transfer(model, config.model)
     training_model = model
     if auxiliary_output_names(model):
