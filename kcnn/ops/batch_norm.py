@@ -3,8 +3,8 @@
 Keras 3's `BatchNormalization` computes the batch moments and the normalization from separate
 ops (`moments`, then `batch_normalization`), and its gradient from the gradients of each; on a
 CPU those are several passes over every activation. TensorFlow's `FusedBatchNormV3` (the kernel
-`tf.keras` used with `fused=True`, and a oneDNN primitive when oneDNN is on) computes the
-moments, the normalization and, backwards, all three gradients in one kernel each way.
+`tf.keras` used with `fused=True`) computes the moments and the normalization in one kernel,
+and backwards all three gradients in another.
 
 The result is Ioffe & Szegedy's (2015, arXiv:1502.03167, Algorithm 1) with the biased batch
 variance, as Keras computes it: `y = gamma (x - mu_B) / sqrt(sigma_B^2 + epsilon) + beta`,
