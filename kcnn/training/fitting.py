@@ -48,10 +48,11 @@ def shard_by_data(dataset):
 
 
 def synchronize_batch_norm(model):
-    """Makes every `BatchNormalization` layer of `model` (nested ones too) compute its batch
-    statistics over all replicas. Returns the number of layers changed."""
+    """Makes every `BatchNormalization` layer of `model` compute its batch statistics over all
+    replicas: nested ones too, in sub-models and inside custom layers (a block that holds its
+    own batch norm). Returns the number of layers changed."""
     changed = 0
-    for layer in _all_layers(model):
+    for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
             layer.synchronized = True
             changed += 1
@@ -114,13 +115,6 @@ def _fused_call(layer, keras_call):
         return keras_call(inputs, training=training, mask=mask)
 
     return call
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def undistributed_copy(model):

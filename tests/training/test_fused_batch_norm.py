@@ -136,3 +136,52 @@ def test_kcnn_train_with_the_fused_step_ends_with_the_weights_of_kerass(tmp_path
     assert len(layers) == 4 and all(type(lyr) is keras.layers.BatchNormalization for lyr in layers)
     for a, b in zip(plain.get_weights(), fused.get_weights(), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+class _BlockWithOwnBatchNorm(keras.layers.Layer):
+    """A custom layer holding its batch norm as an attribute, not as a layer of a model."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, padding="same")
+        self.norm = keras.layers.BatchNormalization()
+
+    def call(self, inputs, training=None):
+        return self.norm(self.conv(inputs), training=training)
+
+
+def _nested_model():
+    """Batch norm at the top, inside a nested sub-model and inside a custom layer."""
+    inner_inputs = keras.Input((5, 7, 4))
+    inner = keras.Model(inner_inputs, keras.layers.BatchNormalization()(inner_inputs))
+    inputs = keras.Input((5, 7, 3))
+    x = keras.layers.BatchNormalization()(inputs)
+    x = _BlockWithOwnBatchNorm()(x)
+    return keras.Model(inputs, inner(x))
+
+
+def _batch_norms(layer):
+    found = [layer] if isinstance(layer, keras.layers.BatchNormalization) else []
+    for child in vars(layer).values():
+        if isinstance(child, keras.layers.Layer):
+            found += _batch_norms(child)
+    for child in getattr(layer, "layers", []):
+        found += _batch_norms(child)
+    return found
+
+
+@pytest.mark.parametrize("change", ["fuse", "synchronize"])
+def test_every_batch_norm_is_reached_in_sub_models_and_custom_layers(change):
+    from kcnn.training import synchronize_batch_norm
+
+    model = _nested_model()
+    norms = {id(layer): layer for layer in _batch_norms(model)}
+    assert len(norms) == 3
+    if change == "fuse":
+        assert fuse_batch_norm(model) == 3
+        assert all(getattr(layer, "_kcnn_fused", False) for layer in norms.values())
+        assert fuse_batch_norm(model) == 0  # idempotent
+    else:
+        assert synchronize_batch_norm(model) == 3
+        assert all(layer.synchronized for layer in norms.values())
+        assert synchronize_batch_norm(model) == 0
