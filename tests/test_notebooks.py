@@ -60,6 +60,7 @@ def check_classification(outputs):
 
 def check_segmentation(outputs):
     baseline = _number(outputs, "background everywhere: mean IoU")
+    # Small mode (6 epochs) measured 0.32 / 0.33 mean IoU for U-Net / SegNet against 0.17.
     for model in ("unet", "segnet"):
         assert _number(outputs, f"{model} test mean IoU:") > baseline + 0.1
         assert _number(outputs, f"{model} test mean IoU: \\S+ pixel accuracy:") > _number(
@@ -70,6 +71,7 @@ def check_segmentation(outputs):
 def check_inpainting(outputs):
     assert outputs.count("all inside: True") == 6 and "all inside: False" not in outputs
     black = _number(outputs, "holes left black: PSNR")
+    # Small mode (3 epochs) measured 22.1 / 19.8 dB (pconv / conv) against 12.4 dB black.
     for model in ("pconv", "conv"):
         assert _number(outputs, f"{model} test PSNR:") > black + 3.0
         assert 0 < _number(outputs, rf"{model} test PSNR: \S+ SSIM:") <= 1
