@@ -8,7 +8,13 @@ import pytest
 import tensorflow as tf
 
 from kcnn.ops.batch_norm import fused_batch_norm_training
-from kcnn.training import config_from_dict, fuse_batch_norm, load_run, train
+from kcnn.training import (
+    config_from_dict,
+    fuse_batch_norm,
+    load_run,
+    synchronize_batch_norm,
+    train,
+)
 
 EPSILON = 1e-3
 
@@ -172,8 +178,6 @@ def _batch_norms(layer):
 
 @pytest.mark.parametrize("change", ["fuse", "synchronize"])
 def test_every_batch_norm_is_reached_in_sub_models_and_custom_layers(change):
-    from kcnn.training import synchronize_batch_norm
-
     model = _nested_model()
     norms = {id(layer): layer for layer in _batch_norms(model)}
     assert len(norms) == 3
