@@ -10,6 +10,7 @@ from kcnn.layers.local_response_normalization import LocalResponseNormalization
 from kcnn.layers.locally_connected2d import LocallyConnected2D
 from kcnn.layers.max_pooling_with_argmax2d import MaxPoolingWithArgmax2D
 from kcnn.layers.max_unpooling2d import MaxUnpooling2D
+from kcnn.layers.mirror_views import AverageMirrorViews, MirrorViews
 from kcnn.layers.partial_conv2d import PartialConv2D
 from kcnn.layers.residual_block import ResidualBlock
 from kcnn.layers.roi_align import RoIAlign
@@ -18,6 +19,7 @@ from kcnn.layers.stochastic_pooling2d import StochasticPooling2D
 from kcnn.layers.submanifold_conv2d import SubmanifoldConv2D
 
 __all__ = [
+    "AverageMirrorViews",
     "BedOfNailsUpsampling2D",
     "BottleneckBlock",
     "DeformableConv2D",
@@ -34,4 +36,5 @@ __all__ = [
     "SmoothFill2D",
     "StochasticPooling2D",
     "SubmanifoldConv2D",
+    "MirrorViews",
 ]

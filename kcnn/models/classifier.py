@@ -3,12 +3,19 @@
 import keras
 
 from kcnn.backbones import pyramid_backbone, pyramid_features, sorted_levels
+from kcnn.layers import AverageMirrorViews, MirrorViews
 from kcnn.models.registry import register_model
 
 
 @register_model("classifier", "classification", uses_backbone=True)
 def build_classifier(
-    backbone, num_classes, dropout=0.0, level=None, name="classifier", input_shape=None
+    backbone,
+    num_classes,
+    dropout=0.0,
+    level=None,
+    name="classifier",
+    input_shape=None,
+    test_time_flip=False,
 ):
     """Puts a global-average-pooling classification head on a backbone.
 
@@ -28,10 +35,12 @@ def build_classifier(
         name: str. Model name. Defaults to `"classifier"`.
         input_shape: ignored (the backbone fixes it); accepted so every registry builder
             takes the same keyword arguments.
-
-    Returns:
-        A functional `keras.Model` mapping images (floats in [0, 1]) to class
-        probabilities of shape `(batch, num_classes)`.
+        test_time_flip: bool. If True, inference (evaluation, `predict`, every export)
+            averages the class probabilities of each image and of its left-right mirror
+            (`kcnn.layers.MirrorViews`, AlexNet's test-time averaging over reflections):
+            twice the inference cost, no training cost, for a model trained with random
+            flips. The dense layer keeps its name `"predictions"`; the output is the
+            layer `"flip_average"`. Defaults to False.
 
     Raises:
         ValueError: if `num_classes` < 2, `dropout` is outside [0, 1) or `level` is not a
@@ -44,14 +53,21 @@ def build_classifier(
     (None, 10)
     """
     del input_shape
-    inputs, feature = classifier_input(backbone, num_classes, dropout, level)
+    if not isinstance(test_time_flip, bool):
+        raise ValueError(
+            f"`test_time_flip` must be True or False. Received: test_time_flip={test_time_flip!r}"
+        )
+    inputs, feature = classifier_input(backbone, num_classes, dropout, level, test_time_flip)
     outputs = pooled_softmax_head(feature, num_classes, dropout)
+    if test_time_flip:
+        outputs = AverageMirrorViews(dtype="float32", name="flip_average")(outputs)
     return keras.Model(inputs, outputs, name=name)
 
 
-def classifier_input(backbone, num_classes, dropout, level):
+def classifier_input(backbone, num_classes, dropout, level, test_time_flip=False):
     """Checks a classifier's arguments and wires the backbone: `(inputs, feature map)`, the
-    feature map being the pyramid level `level` (the coarsest when None).
+    feature map being the pyramid level `level` (the coarsest when None). With
+    `test_time_flip`, the backbone reads `MirrorViews` of the inputs.
 
     Raises:
         ValueError: as `build_classifier`.
@@ -62,7 +78,8 @@ def classifier_input(backbone, num_classes, dropout, level):
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
     backbone = pyramid_backbone(backbone)
     inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
-    features = pyramid_features(backbone, inputs)
+    images = MirrorViews(name="test_time_flip")(inputs) if test_time_flip else inputs
+    features = pyramid_features(backbone, images)
     if level is None:
         level = sorted_levels(features)[-1]
     if level not in features:

@@ -6,7 +6,9 @@ kcnn's models whose backbone is a nested model: a layer is found by name anywher
 
 A class *score* is the input of the final softmax when the model ends in a layer with a
 softmax activation (as in the papers: a saturated probability has no gradient), and the
-model's output otherwise. Images are float arrays `(H, W, C)` in the model's input scale
+model's output otherwise. A model that averages mirror views at inference
+(`build_classifier(..., test_time_flip=True)`) is explained on the image as given, one
+view. Images are float arrays `(H, W, C)` in the model's input scale
 (floats in [0, 1] for kcnn's data pipelines).
 """
 
@@ -19,6 +21,7 @@ import tensorflow as tf
 from kcnn._validation import check_positive_int
 from kcnn.data import read_image
 from kcnn.data._imaging import resize_image
+from kcnn.layers import AverageMirrorViews, MirrorViews
 
 CONV_LAYER_TYPES = (
     keras.layers.Conv2D,
@@ -79,9 +82,18 @@ def _contains(model, layer):
     return any(candidate is layer for candidate in _walk_layers(model))
 
 
+# Layers that add views at inference (and average them back): an explanation follows one.
+VIEW_LAYER_TYPES = (MirrorViews, AverageMirrorViews)
+
+
 def output_layer(model):
+    """The layer that computes the model's (first) output, looking through a final
+    `AverageMirrorViews` to the layer whose predictions it averages."""
     history = getattr(model.outputs[0], "_keras_history", None)
-    return None if history is None else history.operation
+    operation = None if history is None else history.operation
+    if isinstance(operation, AverageMirrorViews):
+        operation = operation.input._keras_history.operation
+    return operation
 
 
 def _run(model, inputs, layer, captured, strip_softmax):
@@ -94,6 +106,8 @@ def _run(model, inputs, layer, captured, strip_softmax):
     def operation_fn(operation):
         if isinstance(operation, keras.Model) and layer is not None and _contains(operation, layer):
             return lambda *args, **kwargs: _run(operation, args[0], layer, captured, False)
+        if isinstance(operation, VIEW_LAYER_TYPES):
+            return lambda *args, **kwargs: args[0]
         if operation is layer or operation is final_layer:
             return lambda *args, **kwargs: _call(operation, args, kwargs)
         return operation
