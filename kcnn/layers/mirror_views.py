@@ -40,6 +40,9 @@ class MirrorViews(keras.layers.Layer):
     (1, 1, 4, 1)
     """
 
+    # Marks a layer that adds or averages inference views: `kcnn.viz.explain` follows one.
+    inference_views = True
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.input_spec = keras.layers.InputSpec(ndim=4)
@@ -72,6 +75,8 @@ class AverageMirrorViews(keras.layers.Layer):
     >>> np.asarray(AverageMirrorViews()(p)).tolist()
     [[0.6000000238418579, 0.4000000059604645]]
     """
+
+    inference_views = True
 
     def call(self, inputs, training=None):
         if training:

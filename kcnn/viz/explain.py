@@ -21,7 +21,6 @@ import tensorflow as tf
 from kcnn._validation import check_positive_int
 from kcnn.data import read_image
 from kcnn.data._imaging import resize_image
-from kcnn.layers import AverageMirrorViews, MirrorViews
 
 CONV_LAYER_TYPES = (
     keras.layers.Conv2D,
@@ -82,8 +81,10 @@ def _contains(model, layer):
     return any(candidate is layer for candidate in _walk_layers(model))
 
 
-# Layers that add views at inference (and average them back): an explanation follows one.
-VIEW_LAYER_TYPES = (MirrorViews, AverageMirrorViews)
+def _is_view_layer(operation):
+    """A layer that adds views at inference or averages them back (`kcnn.layers.MirrorViews`,
+    `AverageMirrorViews`, marked `inference_views`): an explanation follows one view."""
+    return getattr(operation, "inference_views", False) is True
 
 
 def output_layer(model):
@@ -91,7 +92,7 @@ def output_layer(model):
     `AverageMirrorViews` to the layer whose predictions it averages."""
     history = getattr(model.outputs[0], "_keras_history", None)
     operation = None if history is None else history.operation
-    if isinstance(operation, AverageMirrorViews):
+    if _is_view_layer(operation):
         operation = operation.input._keras_history.operation
     return operation
 
@@ -106,7 +107,7 @@ def _run(model, inputs, layer, captured, strip_softmax):
     def operation_fn(operation):
         if isinstance(operation, keras.Model) and layer is not None and _contains(operation, layer):
             return lambda *args, **kwargs: _run(operation, args[0], layer, captured, False)
-        if isinstance(operation, VIEW_LAYER_TYPES):
+        if _is_view_layer(operation):
             return lambda *args, **kwargs: args[0]
         if operation is layer or operation is final_layer:
             return lambda *args, **kwargs: _call(operation, args, kwargs)
