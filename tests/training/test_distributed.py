@@ -12,6 +12,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 import yaml
 
 CLASSIFIER = {
@@ -68,11 +69,12 @@ configure_devices(["/cpu:0", "/cpu:1"])
 results = {}
 for name, values in json.loads(sys.argv[1]).items():
     weights = {}
+    sync_batch_norm = values.pop("sync_batch_norm")
     for strategy, devices in (("one_device", ["/cpu:0"]), ("mirrored", ["/cpu:0", "/cpu:1"])):
         config = config_from_dict({**values, "name": f"{name}_{strategy}",
                                    "output_dir": sys.argv[2],
                                    "runtime": {"strategy": strategy, "devices": devices,
-                                               "sync_batch_norm": True, "seed": 1}})
+                                               "sync_batch_norm": sync_batch_norm, "seed": 1}})
         run_dir = train(config, verbose=0)
         weights[strategy] = keras.saving.load_model(run_dir / "model.keras").get_weights()
     results[name] = max(float(np.max(np.abs(a - b)))
@@ -89,11 +91,19 @@ def merged(*parts):
     return result
 
 
-def one_step_differences(configs, tmp_path, sync_batch_norm=True):
-    """Max |one device - 2 mirrored replicas| over the weights after one step, per config."""
-    script = SCRIPT.replace('"sync_batch_norm": True', f'"sync_batch_norm": {sync_batch_norm}')
+@pytest.fixture(scope="module")
+def one_step_differences(tmp_path_factory):
+    """Max |one device - 2 mirrored replicas| over the weights after one step, per config;
+    every config trains in one fresh process (one TensorFlow start-up for all)."""
+    configs = {
+        "classifier": merged(CLASSIFIER, ONE_STEP, {"sync_batch_norm": True}),
+        "unet": merged(UNET, ONE_STEP, {"train": SEGMENTATION_LOSS, "sync_batch_norm": True}),
+        "segnet": merged(SEGNET, ONE_STEP, {"train": SEGMENTATION_LOSS, "sync_batch_norm": True}),
+        # The control: per-replica batch statistics.
+        "classifier_unsynchronized": merged(CLASSIFIER, ONE_STEP, {"sync_batch_norm": False}),
+    }
     result = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(configs), str(tmp_path)],
+        [sys.executable, "-c", SCRIPT, json.dumps(configs), str(tmp_path_factory.mktemp("runs"))],
         capture_output=True,
         text=True,
         timeout=600,
@@ -101,28 +111,22 @@ def one_step_differences(configs, tmp_path, sync_batch_norm=True):
     )
     assert "RESULTS " in result.stdout, (result.stdout + result.stderr)[-4000:]
     assert "MirroredStrategy with 2 replica(s)" in result.stdout
-    return json.loads(result.stdout.split("RESULTS ")[1])
-
-
-def test_two_replicas_take_the_step_of_one_device(tmp_path):
-    configs = {
-        "classifier": merged(CLASSIFIER, ONE_STEP),
-        "unet": merged(UNET, ONE_STEP, {"train": SEGMENTATION_LOSS}),
-        "segnet": merged(SEGNET, ONE_STEP, {"train": SEGMENTATION_LOSS}),
-    }
-    differences = one_step_differences(configs, tmp_path)
+    differences = json.loads(result.stdout.split("RESULTS ")[1])
     assert set(differences) == set(configs)
-    for name, difference in differences.items():
-        # Keras's synchronized batch norm computes the variance as E[x^2] - E[x]^2 over the
-        # replicas, one device as E[(x - mean)^2]: float32 rounding, no more.
-        assert difference < 2e-5, (name, difference)
+    return differences
 
 
-def test_mirrored_replicas_differ_without_sync_batch_norm(tmp_path):
+@pytest.mark.parametrize("name", ["classifier", "unet", "segnet"])
+def test_two_replicas_take_the_step_of_one_device(one_step_differences, name):
+    # Keras's synchronized batch norm computes the variance as E[x^2] - E[x]^2 over the
+    # replicas, one device as E[(x - mean)^2]: float32 rounding, no more.
+    assert one_step_differences[name] < 2e-5
+
+
+def test_mirrored_replicas_differ_without_sync_batch_norm(one_step_differences):
     # The control: per-replica batch statistics make two replicas differ from one device,
     # which is why `runtime.sync_batch_norm` exists (and shows the test above can fail).
-    configs = {"classifier": merged(CLASSIFIER, ONE_STEP)}
-    assert one_step_differences(configs, tmp_path, sync_batch_norm=False)["classifier"] > 1e-4
+    assert one_step_differences["classifier_unsynchronized"] > 1e-4
 
 
 def test_multi_worker_run_on_two_local_processes_equals_one_process(tmp_path):
