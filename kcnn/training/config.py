@@ -105,7 +105,9 @@ class TrainConfig:
     (GoogLeNet with `aux_heads: true`) adds their losses times `aux_loss_weight` while
     training (see `kcnn.training.auxiliary`). Training stops like on a NaN loss when one
     step's loss exceeds `divergence_factor` times the median of the steps before (None: only
-    NaN or infinite losses and weights stop it; see `kcnn.training.checkpoint`)."""
+    NaN or infinite losses and weights stop it; see `kcnn.training.checkpoint`).
+    `weight_decay` is decoupled weight decay for `adamw` and `sgd` (see
+    `kcnn.training.fitting.build_optimizer`); `adam` refuses one."""
 
     epochs: int = 10
     optimizer: str = "adam"
@@ -216,6 +218,12 @@ class ExperimentConfig:
         if self.train.divergence_factor is not None:
             _at_least("train.divergence_factor", self.train.divergence_factor, 1)
         _at_least("train.weight_decay", self.train.weight_decay, 0)
+        if self.train.weight_decay and self.train.optimizer == "adam":
+            raise ValueError(
+                "`train.weight_decay` needs `train.optimizer` adamw or sgd (decoupled weight "
+                f"decay); adam takes none. Received: weight_decay={self.train.weight_decay}, "
+                "optimizer='adam'"
+            )
         _positive("export.parity_samples", self.export.parity_samples)
         _positive("export.parity_tolerance", self.export.parity_tolerance)
         _at_least("export.latency_runs", self.export.latency_runs, 0)

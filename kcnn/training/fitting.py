@@ -21,8 +21,14 @@ from kcnn.training.run_folder import BACKUP
 
 
 def build_optimizer(train_config, steps_per_epoch):
-    """The optimizer of `train_config` (`adam`, `adamw` or `sgd` with Nesterov momentum),
-    with a cosine schedule after a linear warm-up when `train_config.schedule` is "cosine"."""
+    """The optimizer of `train_config` (`adam`, `adamw` or `sgd` with Nesterov momentum 0.9),
+    with a cosine schedule after a linear warm-up when `train_config.schedule` is "cosine".
+
+    `train_config.weight_decay` is decoupled weight decay (Loshchilov & Hutter 2019,
+    arXiv:1711.05101), Keras's form for `adamw` and `sgd` alike: each step first multiplies
+    every weight by `1 - learning_rate * weight_decay` (the scheduled rate). For `sgd` this
+    equals PyTorch's coupled L2 of `weight_decay * (1 - momentum)` only roughly; the config
+    check refuses a weight decay with `adam`."""
     total_steps = max(1, train_config.epochs * steps_per_epoch)
     warmup_steps = int(train_config.warmup_epochs * steps_per_epoch)
     learning_rate = train_config.learning_rate
@@ -37,7 +43,12 @@ def build_optimizer(train_config, steps_per_epoch):
         return keras.optimizers.Adam(learning_rate)
     if train_config.optimizer == "adamw":
         return keras.optimizers.AdamW(learning_rate, weight_decay=train_config.weight_decay)
-    return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    return keras.optimizers.SGD(
+        learning_rate,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=train_config.weight_decay or None,
+    )
 
 
 def shard_by_data(dataset):

@@ -1,6 +1,8 @@
 import re
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 import yaml
 
@@ -10,6 +12,7 @@ from kcnn.training.config import (
     load_config,
     save_config,
 )
+from kcnn.training.fitting import build_optimizer
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
@@ -78,6 +81,10 @@ def test_integers_are_accepted_for_float_fields():
         ({"model": {"freeze": 3}}, r"`model.freeze` must be of type str or list or null"),
         ({"data": {"train_per_class": 0}}, r"`data.train_per_class` must be positive"),
         ({"train": {"aux_loss_weight": -0.3}}, r"`train.aux_loss_weight` must be >= 0"),
+        (
+            {"train": {"optimizer": "adam", "weight_decay": 0.01}},
+            r"`train.weight_decay` needs `train.optimizer` adamw or sgd",
+        ),
     ],
 )
 def test_bad_values_name_the_key(values, message):
@@ -112,3 +119,26 @@ def test_transfer_keys_load():
     config = config_from_dict({"model": {"pretrained": "b.weights.h5", "pretrained_head": True}})
     assert config.model.pretrained_head and config.model.freeze is None
     assert ExperimentConfig().train.aux_loss_weight == 0.3
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_weight_decay_is_decoupled_for_adamw_and_sgd(optimizer):
+    # One step from w0 with gradient g, against float64: decoupled decay multiplies w0 by
+    # 1 - lr * wd first; Nesterov SGD's first step then moves by -lr * (1 + momentum) * g.
+    # Adam's first step is lr * g / (|g| + eps'), so a zero gradient isolates the decay.
+    train = config_from_dict(
+        {
+            "train": {
+                "optimizer": optimizer,
+                "learning_rate": 0.1,
+                "weight_decay": 0.05,
+                "schedule": "constant",
+            }
+        }
+    ).train
+    weights = np.array([1.0, -2.0, 0.5])
+    gradient = np.array([0.3, 0.0, -1.0]) if optimizer == "sgd" else np.zeros(3)
+    variable = keras.Variable(weights.astype("float32"))
+    build_optimizer(train, steps_per_epoch=10).apply([gradient.astype("float32")], [variable])
+    expected = weights * (1 - 0.1 * 0.05) - 0.1 * 1.9 * gradient
+    np.testing.assert_allclose(np.asarray(variable), expected, rtol=1e-6)
