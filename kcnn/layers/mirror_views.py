@@ -21,7 +21,7 @@ class MirrorViews(keras.layers.Layer):
     Every layer between the two must treat the images of a batch independently (in
     inference, batch normalization uses its moving statistics, so every layer of a
     classifier does). The pair converts to TFLite with builtin ops (`REVERSE_V2`,
-    `CONCATENATION`, `SLICE`/`STRIDED_SLICE`, `ADD`, `MUL`).
+    `CONCATENATION`, `SPLIT`, `ADD`, `MUL`).
 
     Input shape:
         4D tensor `(batch_size, height, width, channels)`.

@@ -42,9 +42,13 @@ def build_classifier(
             flips. The dense layer keeps its name `"predictions"`; the output is the
             layer `"flip_average"`. Defaults to False.
 
+    Returns:
+        A functional `keras.Model` mapping images (floats in [0, 1]) to class
+        probabilities of shape `(batch, num_classes)`.
+
     Raises:
-        ValueError: if `num_classes` < 2, `dropout` is outside [0, 1) or `level` is not a
-            key of the backbone's pyramid.
+        ValueError: if `num_classes` < 2, `dropout` is outside [0, 1), `level` is not a
+            key of the backbone's pyramid or `test_time_flip` is not a bool.
 
     Example:
     >>> from kcnn.backbones import build_backbone
