@@ -78,3 +78,16 @@ ONE_PER_FAMILY = (
     "xception",
     "hgnetv2_b0",
 )
+
+# Names whose tiny build is the architecture of another name, layer for layer: the overrides
+# above replace exactly what tells them apart (block counts, width and depth coefficients,
+# repeats). `tests/models/test_backbone_matrix.py` checks that they still coincide and runs
+# its model matrix once per architecture.
+SAME_TINY_ARCHITECTURE = {
+    "resnet34": "resnet18",
+    "resnet101": "resnet50",
+    "resnet152": "resnet50",
+    "efficientnet_b1": "efficientnet_b0",
+    "efficientnet_b2": "efficientnet_b0",
+    "densenet169": "densenet121",
+}

@@ -8,7 +8,14 @@ contract says (a model that needs a fixed size is built at 64x64 and at 96x96 in
 96x96, where the deepest level is 3x3 (odd), it also takes one training step with a finite
 loss that moves the weights (the step's code is the same at 64x64). One backbone per family
 also converts to TFLite with builtin ops only and LiteRT matches Keras.
+
+Names whose tiny build is another name's architecture layer for layer (ResNet-34 shrunk to
+one block per stage is ResNet-18 shrunk the same way) run the model matrix once, under the
+name they share it with; a test checks that they still coincide, and every name is still
+built and analysed under a classifier.
 """
+
+import json
 
 import keras
 import numpy as np
@@ -21,11 +28,13 @@ from kcnn.export import LiteRTRunner, export_tflite
 from kcnn.models import FCN, UNet
 from kcnn.tasks import build_classifier
 
-from ..backbones.tiny import ONE_PER_FAMILY, TINY
+from ..backbones.tiny import ONE_PER_FAMILY, SAME_TINY_ARCHITECTURE, TINY
 
 pytestmark = pytest.mark.matrix
 
 CLASSES = 3
+# One name per tiny architecture.
+MATRIX_BACKBONES = [name for name in BACKBONES if name not in SAME_TINY_ARCHITECTURE]
 
 
 def _classifier(backbone):
@@ -99,7 +108,33 @@ def _one_training_step(model_name, model, size):
     assert sum(moved) > len(moved) // 2, "most weights should change after one step"
 
 
-@pytest.mark.parametrize("backbone_name", BACKBONES)
+def _architecture(backbone):
+    """Every layer's class, configuration without its name, and weight shapes, in order."""
+    layers = backbone._flatten_layers(include_self=False, recursive=True)
+    return [
+        (
+            type(layer).__name__,
+            json.dumps(
+                {key: value for key, value in layer.get_config().items() if key != "name"},
+                sort_keys=True,
+                default=str,
+            ),
+            [tuple(weight.shape) for weight in layer.weights],
+        )
+        for layer in layers
+    ]
+
+
+@pytest.mark.parametrize("name, shared", sorted(SAME_TINY_ARCHITECTURE.items()))
+def test_names_left_out_of_the_matrix_build_the_architecture_they_share(name, shared):
+    # If the tiny overrides stop covering what tells the two apart, this fails: then the
+    # name needs its own row in the matrix.
+    built = [build_backbone(n, (64, 64, 3), **TINY[n]) for n in (name, shared)]
+    assert _architecture(built[0]) == _architecture(built[1])
+    assert built[0].count_params() == built[1].count_params()
+
+
+@pytest.mark.parametrize("backbone_name", MATRIX_BACKBONES)
 @pytest.mark.parametrize("model_name", list(MODELS))
 def test_every_backbone_under_every_model(model_name, backbone_name):
     build, free_size, expected_shape = MODELS[model_name]
