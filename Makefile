@@ -20,7 +20,7 @@ help:
 	@echo "make train          train the default experiment ($(CONFIG)), evaluate, plot, export"
 	@echo "make test           run the test suite"
 	@echo "make notebooks      run every notebook (KCNN_NOTEBOOK_SMALL=1: the minute-long versions)"
-	@echo "make train-fashion  the Fashion-MNIST experiment that reaches >= 93.5% test accuracy"
+	@echo "make train-fashion  the Fashion-MNIST experiment that reaches 94% test accuracy"
 	@echo "make train-segment  U-Net segmentation of the built-in shapes scenes"
 	@echo "make train-inpaint  partial-convolution U-Net inpainting of held-out photo crops"
 	@echo "make train-inpaint-fashion   a U-Net refining a biharmonic fill: Fashion-MNIST, 30-60% holes"
