@@ -13,7 +13,8 @@ the composited result (known pixels kept) and the mean absolute error in the hol
 - their `model_int8.tflite` files run in LiteRT, where the run has one (`kcnn export RUN
   --quantization int8`), for the PSNR drop of int8 per bucket,
 - kcnn's `SmoothFill2D` alone (the untrained fill that `FillResidualUNet` refines), with
-  its default sweeps and with 6 multigrid conjugate-gradient steps after them,
+  its default sweeps and with 6 multigrid conjugate-gradient steps after them, and the
+  harmonic (Laplace) fill, `order=1`, with the same steps,
 - `skimage.restoration.inpaint_biharmonic` (channel by channel),
 - OpenCV's `cv2.inpaint` with Telea's method (radius 3), when `cv2` imports
   (`pip install opencv-python-headless`),
@@ -111,7 +112,7 @@ def int8_method(run_dir):
     return f"kcnn {config.model.name} ({Path(run_dir).name}), int8 LiteRT", inpaint
 
 
-def kcnn_fill(images, masks, cg_iterations=0):
+def kcnn_fill(images, masks, cg_iterations=0, order=2):
     mask = masks.astype(np.float32)
     filled = [
         np.asarray(
@@ -119,6 +120,7 @@ def kcnn_fill(images, masks, cg_iterations=0):
                 images[i : i + 64].astype(np.float32) / 255.0,
                 mask[i : i + 64],
                 cg_iterations=cg_iterations,
+                order=order,
             )
         )
         for i in range(0, len(images), 64)
@@ -128,6 +130,10 @@ def kcnn_fill(images, masks, cg_iterations=0):
 
 def kcnn_fill_cg(images, masks):
     return kcnn_fill(images, masks, cg_iterations=6)
+
+
+def kcnn_fill_harmonic(images, masks):
+    return kcnn_fill(images, masks, cg_iterations=6, order=1)
 
 
 def biharmonic(images, masks):
@@ -170,6 +176,7 @@ def methods(run_dirs):
             found.append(int8)
     found.append(("kcnn SmoothFill2D alone (no training)", kcnn_fill))
     found.append(("kcnn SmoothFill2D, 6 multigrid CG steps (no training)", kcnn_fill_cg))
+    found.append(("kcnn SmoothFill2D(order=1), harmonic, 6 CG steps", kcnn_fill_harmonic))
     found.append(("skimage inpaint_biharmonic", biharmonic))
     try:
         import cv2  # noqa: F401

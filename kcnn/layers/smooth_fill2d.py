@@ -5,7 +5,7 @@ import keras
 from kcnn._quantization import keep_float
 from kcnn._serialization import register
 from kcnn._validation import check_positive_int
-from kcnn.ops.smooth_fill import smooth_fill
+from kcnn.ops.smooth_fill import check_order, smooth_fill
 
 
 @register
@@ -32,6 +32,9 @@ class SmoothFill2D(keras.layers.Layer):
             sweeps; 6 come within 0.1 dB PSNR of `inpaint_biharmonic` on 64x64 photo crops
             with 30-60% holes, where the sweeps alone stay 1.1-1.4 dB below it. Defaults to
             `0`.
+        order: 1 or 2. `2` (the default) fills with the biharmonic interpolant, `1` with
+            the harmonic (Laplace) one, which never overshoots the known values around a
+            hole (`kcnn.ops.smooth_fill`).
         **kwargs: base layer arguments such as `name` and `dtype`.
 
     Input shape:
@@ -44,7 +47,7 @@ class SmoothFill2D(keras.layers.Layer):
 
     Raises:
         ValueError: if `iterations`, `coarse_iterations`, `levels` or `cg_iterations` is
-            not a non-negative int.
+            not a non-negative int, or `order` is not 1 or 2.
 
     Example:
 
@@ -56,7 +59,9 @@ class SmoothFill2D(keras.layers.Layer):
     True
     """
 
-    def __init__(self, iterations=40, coarse_iterations=20, levels=None, cg_iterations=0, **kwargs):
+    def __init__(
+        self, iterations=40, coarse_iterations=20, levels=None, cg_iterations=0, order=2, **kwargs
+    ):
         super().__init__(**kwargs)
         self.iterations = check_positive_int(iterations, "iterations", minimum=0)
         self.coarse_iterations = check_positive_int(
@@ -64,6 +69,7 @@ class SmoothFill2D(keras.layers.Layer):
         )
         self.levels = None if levels is None else check_positive_int(levels, "levels", minimum=0)
         self.cg_iterations = check_positive_int(cg_iterations, "cg_iterations", minimum=0)
+        self.order = check_order(order)
 
     def call(self, inputs):
         images, mask = inputs
@@ -76,6 +82,7 @@ class SmoothFill2D(keras.layers.Layer):
                 self.coarse_iterations,
                 self.levels,
                 self.cg_iterations,
+                self.order,
             )
 
     def compute_output_shape(self, input_shape):
@@ -89,6 +96,7 @@ class SmoothFill2D(keras.layers.Layer):
                 "coarse_iterations": self.coarse_iterations,
                 "levels": self.levels,
                 "cg_iterations": self.cg_iterations,
+                "order": self.order,
             }
         )
         return config

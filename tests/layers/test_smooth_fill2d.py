@@ -5,6 +5,7 @@ import tensorflow as tf
 
 import kcnn  # noqa: F401  (registers the kcnn layers, as a user's import would)
 from kcnn.layers import SmoothFill2D
+from kcnn.ops import smooth_fill
 
 from ..ops.test_smooth_fill import reference_fill
 from . import citizenship
@@ -33,6 +34,15 @@ def test_matches_float64_reference_and_keeps_its_config():
     assert SmoothFill2D(levels=1).get_config()["levels"] == 1
     citizenship.check_config_round_trip(SmoothFill2D(cg_iterations=3))
     assert SmoothFill2D(cg_iterations=3).get_config()["cg_iterations"] == 3
+    harmonic = SmoothFill2D(iterations=5, coarse_iterations=2, cg_iterations=2, order=1)
+    citizenship.check_config_round_trip(harmonic)
+    assert harmonic.get_config()["order"] == 1
+    np.testing.assert_allclose(
+        harmonic([images, masks]),
+        smooth_fill(images, masks, 5, 2, cg_iterations=2, order=1),
+        atol=1e-6,
+    )
+    assert np.abs(np.asarray(harmonic([images, masks])) - outputs).max() > 1e-3
 
 
 def test_gradient_flows_to_the_known_pixels():
@@ -65,6 +75,7 @@ def test_keras_file_saved_model_and_tflite_builtins(tmp_path):
         ({"coarse_iterations": "2"}, r"`coarse_iterations` must be a non-negative int"),
         ({"levels": 0.5}, r"`levels` must be a non-negative int"),
         ({"cg_iterations": -3}, r"`cg_iterations` must be a non-negative int"),
+        ({"order": 0}, r"`order` must be 1 \(harmonic\) or 2 \(biharmonic\)"),
     ],
 )
 def test_bad_arguments(kwargs, message):
