@@ -10,8 +10,8 @@ the composited result (known pixels kept) and the mean absolute error in the hol
 
 - the trained models of the run folders given (e.g. `kcnn train configs/inpaint_pconv.yaml`,
   `configs/inpaint_conv_baseline.yaml`, `configs/inpaint_fill_residual.yaml`),
-- their `model_int8.tflite` files run in LiteRT, where the run has one (`kcnn export RUN
-  --quantization int8`), for the PSNR drop of int8 per bucket,
+- their `model_int8.tflite` and `model_int16x8.tflite` files run in LiteRT, where the run has
+  them (`kcnn export RUN --quantization int8 int16x8`), for the PSNR drop per bucket,
 - kcnn's `SmoothFill2D` alone (the untrained fill that `FillResidualUNet` refines), with
   its default sweeps and with 6 multigrid conjugate-gradient steps after them, and the
   harmonic (Laplace) fill, `order=1`, with the same steps,
@@ -93,10 +93,10 @@ def model_method(run_dir):
     return f"kcnn {config.model.name} ({Path(run_dir).name})", inpaint
 
 
-def int8_method(run_dir):
-    """The run's `model_int8.tflite` (`kcnn export RUN --quantization int8`) in LiteRT, or
-    None when the run has none."""
-    path = Path(run_dir) / "model_int8.tflite"
+def integer_method(run_dir, quantization="int8"):
+    """The run's `model_int8.tflite` or `model_int16x8.tflite` (`kcnn export RUN
+    --quantization int8 int16x8`) in LiteRT, or None when the run has none."""
+    path = Path(run_dir) / f"model_{quantization}.tflite"
     if not path.exists():
         return None
     config, model = load_run(run_dir)
@@ -109,7 +109,7 @@ def int8_method(run_dir):
         output = runner(dict(zip(names, inputs, strict=True)))
         return np.clip(output, 0.0, 1.0)
 
-    return f"kcnn {config.model.name} ({Path(run_dir).name}), int8 LiteRT", inpaint
+    return f"kcnn {config.model.name} ({Path(run_dir).name}), {quantization} LiteRT", inpaint
 
 
 def kcnn_fill(images, masks, cg_iterations=0, order=2):
@@ -171,9 +171,10 @@ def methods(run_dirs):
     found = []
     for run_dir in run_dirs:
         found.append(model_method(run_dir))
-        int8 = int8_method(run_dir)
-        if int8 is not None:
-            found.append(int8)
+        for quantization in ("int8", "int16x8"):
+            integer = integer_method(run_dir, quantization)
+            if integer is not None:
+                found.append(integer)
     found.append(("kcnn SmoothFill2D alone (no training)", kcnn_fill))
     found.append(("kcnn SmoothFill2D, 6 multigrid CG steps (no training)", kcnn_fill_cg))
     found.append(("kcnn SmoothFill2D(order=1), harmonic, 6 CG steps", kcnn_fill_harmonic))

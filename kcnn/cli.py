@@ -20,6 +20,8 @@ EXPLAIN_METHODS = (
     "guided_gradcam",
     "deconvnet",
 )
+# kcnn.export.options.QUANTIZATIONS, spelled out for the same reason (tests/test_cli.py).
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8", "int16x8")
 
 # Exit status after Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2).
 INTERRUPTED = 130
@@ -97,7 +99,7 @@ def _parser():
     export.add_argument(
         "--quantization",
         nargs="+",
-        choices=["none", "fp16", "dynamic", "int8"],
+        choices=list(QUANTIZATIONS),
         help="TFLite modes, one file each (default: the run's export.quantization)",
     )
     export.add_argument(

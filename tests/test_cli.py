@@ -72,3 +72,10 @@ def test_explain_methods_are_the_librarys():
     from kcnn import cli, viz
 
     assert cli.EXPLAIN_METHODS == viz.METHODS
+
+
+def test_quantizations_are_the_exporters():
+    from kcnn import cli
+    from kcnn.export import options
+
+    assert cli.QUANTIZATIONS == options.QUANTIZATIONS

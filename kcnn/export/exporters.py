@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from kcnn._files import atomic_path
 from kcnn._quantization import in_float_scope
-from kcnn.export.options import QUANTIZATIONS
+from kcnn.export.options import INTEGER_QUANTIZATIONS, QUANTIZATIONS
 from kcnn.export.serving import RAW_SIGNATURE, write_serving_saved_model
 
 
@@ -96,46 +96,61 @@ def float_scope_nodes(saved_model_dir):
     )
 
 
+def _representative_dataset(quantization, representative_images, input_names):
+    """The calibration generator of an integer export: one sample per call, as the
+    converter wants it."""
+    if representative_images is None:
+        raise ValueError(f"`quantization={quantization!r}` needs `representative_images`.")
+    several = isinstance(representative_images, (list, tuple))
+    arrays = [
+        np.asarray(array, dtype=np.float32)
+        for array in (representative_images if several else [representative_images])
+    ]
+
+    def representative_dataset():
+        for index in range(len(arrays[0])):
+            samples = [array[index : index + 1] for array in arrays]
+            # The converter orders a list by the signature's (sorted) input names, not by
+            # the model's inputs: name them.
+            yield dict(zip(input_names, samples, strict=True)) if several else samples
+
+    return representative_dataset
+
+
 def _converter(
     saved_model_dir, quantization, representative_images, input_names, allow_flex, int8_io
 ):
+    if int8_io and quantization != "int8":
+        raise ValueError(
+            "`int8_io=True` (full-integer input and output) needs `quantization='int8'`. "
+            f"Received: quantization={quantization!r}"
+        )
     converter = tf.lite.TFLiteConverter.from_saved_model(
         str(saved_model_dir), signature_keys=[RAW_SIGNATURE]
     )
-    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
+    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif quantization == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif quantization == "int8":
-        if representative_images is None:
-            raise ValueError("`quantization='int8'` needs `representative_images`.")
-        several = isinstance(representative_images, (list, tuple))
-        arrays = [
-            np.asarray(array, dtype=np.float32)
-            for array in (representative_images if several else [representative_images])
-        ]
-
-        def representative_dataset():
-            for index in range(len(arrays[0])):
-                samples = [array[index : index + 1] for array in arrays]
-                # The converter orders a list by the signature's (sorted) input names, not
-                # by the model's inputs: name them.
-                yield dict(zip(input_names, samples, strict=True)) if several else samples
-
+    elif quantization in INTEGER_QUANTIZATIONS:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset
-        builtins = tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-        if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    elif int8_io:
-        raise ValueError(
-            "`int8_io=True` (full-integer input and output) needs `quantization='int8'`. "
-            f"Received: quantization={quantization!r}"
+        converter.representative_dataset = _representative_dataset(
+            quantization, representative_images, input_names
         )
-    converter.target_spec.supported_ops = [builtins]
+        if quantization == "int8":
+            builtins = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        else:
+            # TFLite's 16x8 mode; an op without a 16x8 kernel (e.g. DIV) stays float32.
+            builtins = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS,
+            ]
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    converter.target_spec.supported_ops = builtins
     if allow_flex:
         converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     return converter
@@ -170,10 +185,12 @@ def export_tflite(
         path: the `.tflite` file to write (replaced only when conversion succeeded).
         saved_model_dir: an existing SavedModel of `model` (with a `serve` endpoint) to
             convert from; written to a temporary folder when None.
-        quantization: one of `"none"`, `"fp16"`, `"dynamic"`, `"int8"`. Defaults to
-            `"none"`.
-        representative_images: float32 array of inputs for int8 calibration, or a list of
-            arrays (one per input, in the order of the model's inputs).
+        quantization: one of `"none"`, `"fp16"`, `"dynamic"`, `"int8"`, `"int16x8"`.
+            `"int16x8"` is TFLite's 16x8 mode: int8 weights and int16 activations, for
+            models whose activations have too wide a range for one int8 scale (ops without
+            a 16x8 kernel, e.g. DIV, stay float32). Defaults to `"none"`.
+        representative_images: float32 array of inputs for int8 and int16x8 calibration,
+            or a list of arrays (one per input, in the order of the model's inputs).
         allow_flex: bool. Let ops without a builtin kernel fall back to TensorFlow (Flex)
             ops; the file then needs the Flex delegate. Defaults to False.
         int8_io: bool. With `quantization="int8"`, make the input and output tensors int8

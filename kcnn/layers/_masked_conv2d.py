@@ -95,13 +95,18 @@ class MaskedConv2D(layers.Layer):
 
         No gradient flows through the count: it depends on the mask only.
         """
-        # A multi-channel window count is the single-channel count of the channel sum:
-        # one (k_h, k_w, 1, 1) convolution instead of a (k_h, k_w, C_in, filters) one.
-        # The count runs from 0 to k_h * k_w * C: an int8 export keeps it in float.
+        # A multi-channel window count is the single-channel count of the channel sum: one
+        # (k_h, k_w, 1, 1) convolution instead of a (k_h, k_w, C_in, filters) one. The sum
+        # is a 1x1 convolution with ones rather than a reduce-sum: TFLite's 16x8 quantization
+        # gives a SUM its input's scale (at most 1 here), a convolution its own. The count
+        # runs from 0 to k_h * k_w * C: an int8 export keeps it in float.
         with keep_float():
-            mask_per_pixel = ops.sum(mask, axis=-1, keepdims=True) if self.multi_channel else mask
+            mask_per_pixel = ops.stop_gradient(mask)
+            if self.multi_channel and mask.shape[-1] > 1:
+                ones = ops.ones((1, 1, mask.shape[-1], 1), dtype=self.compute_dtype)
+                mask_per_pixel = ops.conv(mask_per_pixel, ones, data_format="channels_last")
             count = ops.conv(
-                ops.stop_gradient(mask_per_pixel),
+                mask_per_pixel,
                 ops.ones((*self.kernel_size, 1, 1), dtype=self.compute_dtype),
                 strides=self.strides,
                 padding=self.padding,

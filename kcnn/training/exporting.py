@@ -10,6 +10,7 @@ from kcnn.export.exporters import (
     export_tflite,
     parity_report,
 )
+from kcnn.export.options import INTEGER_QUANTIZATIONS
 from kcnn.export.serving import serving_metadata
 from kcnn.training.messages import log
 
@@ -161,7 +162,7 @@ def export_run(
                     f"{tflite_path.name} differs from Keras by {entry['max_abs_error']:.3g} "
                     f"(tolerance {entry['tolerance']})"
                 )
-            if mode == "int8":
+            if mode in INTEGER_QUANTIZATIONS:
                 entry["metric_tolerance"] = int8_tolerance
                 entry["passed"] = entry["metric_drop"] <= int8_tolerance
                 if not entry["passed"]:

@@ -31,7 +31,7 @@ def test_fp32_tflite_matches_keras(model, images, tmp_path):
     assert report["file_bytes"] == path.stat().st_size
 
 
-@pytest.mark.parametrize("quantization", ["fp16", "dynamic", "int8"])
+@pytest.mark.parametrize("quantization", ["fp16", "dynamic", "int8", "int16x8"])
 def test_quantized_exports_run_and_stay_close(model, images, tmp_path, quantization):
     path = export_tflite(
         model, tmp_path / "model.tflite", quantization=quantization, representative_images=images
@@ -51,6 +51,8 @@ def test_bad_quantization_and_failed_conversion_leave_the_old_file(model, tmp_pa
         export_tflite(model, target, quantization="int4")
     with pytest.raises(ValueError, match="needs `representative_images`"):
         export_tflite(model, target, quantization="int8")
+    with pytest.raises(ValueError, match=r"`int8_io=True` .* Received: quantization='int16x8'"):
+        export_tflite(model, target, quantization="int16x8", int8_io=True)
     assert target.read_bytes() == b"previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]  # no leftovers
 
@@ -163,3 +165,28 @@ def test_int8_keeps_the_float_scope_in_float32(layer, masked_inputs, tmp_path):
     expected = model.predict(masked_inputs, verbose=0)
     error = np.abs(outputs - expected).max()
     assert error <= 0.05 * np.abs(expected).max(), error
+
+
+def test_int16x8_keeps_multi_channel_partial_convolutions_close(masked_inputs, tmp_path):
+    # Multi-channel masks, as PConvUNet's: the window count runs to k*k*C. With the count
+    # taken over a channel sum, TFLite's 16x8 mode gave the sum its input's scale (at most
+    # 1), which multiplied every renormalised output by up to C.
+    keras.utils.set_random_seed(4)
+    image = keras.Input((16, 16, 1), name="image")
+    mask = keras.Input((16, 16, 1), name="mask")
+    x, m = keras.layers.Concatenate()([image] * 3), keras.layers.Concatenate()([mask] * 3)
+    x, m = PartialConv2D(8, 3, multi_channel=True, activation="relu", name="pconv1")([x, m])
+    x, _ = PartialConv2D(4, 3, strides=2, multi_channel=True, name="pconv2")([x, m])
+    model = keras.Model([image, mask], keras.layers.Conv2D(1, 1, name="head")(x))
+    path = export_tflite(
+        model,
+        tmp_path / "model.tflite",
+        quantization="int16x8",
+        representative_images=masked_inputs,
+    )
+    ops = _op_outputs(path)
+    assert any(dtype == np.int16 for op, _, dtype in ops if op == "CONV_2D"), ops
+    outputs = tflite_predict(path, dict(zip(("image", "mask"), masked_inputs, strict=True)))
+    expected = model.predict(masked_inputs, verbose=0)
+    error = np.abs(outputs - expected).max()
+    assert error <= 0.01 * np.abs(expected).max(), error
