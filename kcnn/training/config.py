@@ -157,11 +157,11 @@ class ExportConfig:
     """What a finished run exports, and the parity check it must pass."""
 
     formats: list = dataclasses.field(default_factory=lambda: list(EXPORT_FORMATS))
-    # One TFLite mode or a list of them: none (fp32), fp16, dynamic, int8.
+    # One TFLite mode or a list of them: none (fp32), fp16, dynamic, int8, int16x8.
     quantization: str | list = "none"
     parity_samples: int = 1000  # capped by the test split
     parity_tolerance: float = 1e-4
-    # Largest task-metric drop of an int8 file; None takes the task's default (top-1
+    # Largest task-metric drop of an int8 or int16x8 file; None takes the task's default (top-1
     # accuracy 0.01, mean IoU 0.02, PSNR 0.5 dB).
     int8_tolerance: float | None = None
     int8_io: bool = False  # int8 input and output tensors (full-integer model)
