@@ -30,11 +30,11 @@ __all__ = [
     "LocallyConnected2D",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
+    "MirrorViews",
     "PartialConv2D",
     "ResidualBlock",
     "RoIAlign",
     "SmoothFill2D",
     "StochasticPooling2D",
     "SubmanifoldConv2D",
-    "MirrorViews",
 ]
