@@ -38,7 +38,7 @@ def training_step(layer, inputs, image, jit_compile):
         with tf.GradientTape() as tape:
             tape.watch(image)
             outputs = layer(inputs)
-            if isinstance(outputs, list):
+            if isinstance(outputs, (list, tuple)):  # (output, updated mask)
                 outputs = outputs[0]
             loss = tf.reduce_sum(outputs)
         gradients = tape.gradient(loss, [image, *layer.trainable_variables])
@@ -58,11 +58,14 @@ def time_steps(step, steps):
     return (time.perf_counter() - start) / steps
 
 
-def benchmark(batch, size, channels, filters, kernel_size, repeats, steps, hole_fraction):
+def benchmark(
+    batch, size, channels, filters, kernel_size, repeats, steps, hole_fraction, mask_channels=1
+):
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((batch, size, size, channels)), tf.float32)
-    mask = tf.constant(rng.random((batch, size, size, 1)) > hole_fraction, tf.float32)
-    partial = PartialConv2D(filters, kernel_size)
+    mask_shape = (batch, size, size, mask_channels)
+    mask = tf.constant(rng.random(mask_shape) > hole_fraction, tf.float32)
+    partial = PartialConv2D(filters, kernel_size, multi_channel=mask_channels > 1)
     conv = keras.layers.Conv2D(filters, kernel_size, padding="same")
     results = {}
     for jit_compile in (False, True):
@@ -88,13 +91,19 @@ def main(argv=None):
     parser.add_argument("--filters", type=int, default=64)
     parser.add_argument("--kernel-size", type=int, default=3)
     parser.add_argument("--hole-fraction", type=float, default=0.3)
+    parser.add_argument(
+        "--mask-channels",
+        type=int,
+        default=1,
+        help="1: one mask for all channels; the input's channel count: a mask per channel",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="best of this many rounds")
     parser.add_argument("--steps", type=int, default=10, help="steps timed per round")
     args = parser.parse_args(argv)
     print(
         f"forward+backward, batch {args.batch}, {args.size}x{args.size}, "
         f"{args.channels}->{args.filters}, {args.kernel_size}x{args.kernel_size}, "
-        f"single-channel mask with {args.hole_fraction:.0%} holes, "
+        f"{args.mask_channels}-channel mask with {args.hole_fraction:.0%} holes, "
         f"best of {args.repeats} x {args.steps} steps"
     )
     results = benchmark(
@@ -106,6 +115,7 @@ def main(argv=None):
         args.repeats,
         args.steps,
         args.hole_fraction,
+        args.mask_channels,
     )
     for jit_compile, best in results.items():
         label = "tf.function(jit_compile=True)" if jit_compile else "tf.function"
