@@ -181,6 +181,22 @@ def test_gradients_match_finite_differences(
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=name)
 
 
+@pytest.mark.parametrize("channels, groups", [(16, 1), (24, 2)])
+def test_gradients_match_finite_differences_with_wide_groups(channels, groups):
+    # 16 and 12 channels per group: the offset and mask gradients sum over a group's
+    # channels in partial sums of 8 and 4 lanes.
+    x, offsets, w, b, mask, _ = case(5, 4, channels, 2, (3, 3), 1, 1, groups, "same", True, 1)
+
+    @tf.function
+    def function(x, offsets, w, b, mask):
+        return deform_conv2d(x, offsets, w, b, mask, padding="same")
+
+    theoretical, numerical = tf.test.compute_gradient(function, [x, offsets, w, b, mask], 1e-6)
+    names = ["inputs", "offsets", "kernel", "bias", "mask"]
+    for name, got, want in zip(names, theoretical, numerical, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=name)
+
+
 def test_gradients_flow_under_mixed_dtypes():
     # float16 inputs (mixed precision) with float32 offsets: positions stay float32.
     x = tf.constant(RNG.normal(size=(1, 5, 5, 2)), tf.float16)
