@@ -31,3 +31,34 @@ def in_float_scope(name):
     """Whether an op or tensor name lies under `FLOAT_SCOPE` (fused ops join names with
     `;`; any of them counts)."""
     return any(_FLOAT_SCOPE_PATTERN.search(part) for part in name.split(";"))
+
+
+def call_with_float_layers(model, inputs, float_layers, training=None, mask=None, **kwargs):
+    """`keras.Model.call` of a functional `model` with the layers named in `float_layers`
+    called under `keep_float()` (for a model that keeps whole layers out of int8).
+
+    A functional model runs its layers again at every trace (a SavedModel export included),
+    so the scope has to be entered here, at call time, not when the graph was built.
+    """
+    from keras.src import backend, tree
+    from keras.src.models import functional
+
+    inputs = model._standardize_inputs(inputs)
+    if mask is not None:
+        for x, x_mask in zip(inputs, tree.flatten(mask), strict=False):
+            if x_mask is not None:
+                backend.set_keras_mask(x, x_mask)
+
+    def operation_fn(operation):
+        call = functional.operation_fn(operation, training=training, **kwargs)
+        if operation.name not in float_layers:
+            return call
+
+        def float_call(*args, **call_kwargs):
+            with keep_float():
+                return call(*args, **call_kwargs)
+
+        return float_call
+
+    outputs = model._run_through_graph(inputs, operation_fn=operation_fn)
+    return functional.unpack_singleton(outputs)

@@ -3,6 +3,7 @@ U-Net of the same size as its baseline."""
 
 import keras
 
+from kcnn._quantization import call_with_float_layers
 from kcnn._serialization import register
 from kcnn.layers import PartialConv2D
 from kcnn.models._inpainting_unet import (
@@ -16,6 +17,12 @@ from kcnn.models._inpainting_unet import (
     normalize_activate,
 )
 from kcnn.models.registry import register_model
+
+# Levels an int8 export keeps in float32 by default: the first encoder levels (from the
+# input) and the highest-resolution decoder levels (the output layer's level first).
+# README, "Inpainting", has the measurements behind the numbers.
+FLOAT_ENCODER_LEVELS = 1
+FLOAT_DECODER_LEVELS = 4
 
 
 @register
@@ -49,6 +56,18 @@ class PConvUNet(InpaintingUNet):
             registry builder takes the same keyword arguments.
         width: int >= 1. Filters of the first layer; the paper uses 64. Defaults to 32.
         depth: int >= 1. Encoder levels (stride-2 layers); the paper uses 8. Defaults to 5.
+        float_encoder_levels: int >= 0. How many encoder levels, counted from the input
+            (`encoder1`, `encoder2`, ...), run under `kcnn._quantization.keep_float()`: an
+            int8 TFLite export keeps their partial convolutions, batch norms and
+            activations in float32 and quantizes the rest. The first layer renormalises a
+            7x7 window by up to 147 / 1 next to a hole, and its outputs hold values that one
+            int8 scale per tensor cannot hold together with the typical ones. No effect on
+            Keras or on float exports. Defaults to 1.
+        float_decoder_levels: int >= 0. The same for the decoder levels, counted from the
+            output layer up (the output layer's level, then `decoder2`, `decoder3`, ...),
+            with their upsampling and skip concatenations: their tensors are heavy-tailed
+            (outliers at the image border 40-60x a channel's standard deviation).
+            Defaults to 4.
         name: str. Defaults to `"pconv_unet"`.
 
     Input and output:
@@ -71,13 +90,47 @@ class PConvUNet(InpaintingUNet):
     ([(None, 32, 32, 3), (None, 32, 32, 1)], (None, 32, 32, 3))
     """
 
+    CONFIG_KEYS = (*InpaintingUNet.CONFIG_KEYS, "float_encoder_levels", "float_decoder_levels")
+
     def __init__(
-        self, input_shape, num_classes=None, width=32, depth=5, name="pconv_unet", **kwargs
+        self,
+        input_shape,
+        num_classes=None,
+        width=32,
+        depth=5,
+        float_encoder_levels=FLOAT_ENCODER_LEVELS,
+        float_decoder_levels=FLOAT_DECODER_LEVELS,
+        name="pconv_unet",
+        **kwargs,
     ):
+        for argument, value in (
+            ("float_encoder_levels", float_encoder_levels),
+            ("float_decoder_levels", float_decoder_levels),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(
+                    f"`{argument}` must be an int >= 0. Received: {argument}={value!r}"
+                )
         super().__init__(input_shape, num_classes, width, depth, name=name, **kwargs)
+        self.float_encoder_levels = float_encoder_levels
+        self.float_decoder_levels = float_decoder_levels
+        prefixes = [f"encoder{level + 1}" for level in range(min(float_encoder_levels, depth))]
+        prefixes += [f"decoder{level + 1}" for level in range(min(float_decoder_levels, depth))]
+        prefixes += ["output"] if float_decoder_levels else []
+        self._float_layers = frozenset(
+            layer.name
+            for layer in self.layers
+            if any(layer.name == p or layer.name.startswith(f"{p}_") for p in prefixes)
+        )
 
     def _graph(self, input_shape, num_classes, width, depth):
         return _pconv_unet_graph(input_shape, num_classes, width, depth)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # The float decoder levels run under `keep_float()` at every trace (see the class).
+        return call_with_float_layers(
+            self, inputs, self._float_layers, training=training, mask=mask, **kwargs
+        )
 
 
 def _pconv_unet_graph(input_shape, num_classes, width, depth):

@@ -6,6 +6,7 @@ from kcnn._quantization import in_float_scope
 from kcnn.backbones import build_backbone
 from kcnn.export import export_saved_model, export_tflite, parity_report, tflite_predict
 from kcnn.layers import PartialConv2D, SmoothFill2D
+from kcnn.models import PConvUNet
 from kcnn.tasks import build_classifier
 
 
@@ -190,3 +191,38 @@ def test_int16x8_keeps_multi_channel_partial_convolutions_close(masked_inputs, t
     expected = model.predict(masked_inputs, verbose=0)
     error = np.abs(outputs - expected).max()
     assert error <= 0.01 * np.abs(expected).max(), error
+
+
+def _product_convolution_dtypes(path):
+    """{layer: dtype} of each partial convolution's own product (`.../<layer>_1/convolution`;
+    its window count's convolutions lie in the layer's own `keep_float` scope)."""
+    dtypes = {}
+    for op, name, dtype in _op_outputs(path):
+        parts = name.split(";")[0].split("/")
+        for part, following in zip(parts, parts[1:], strict=False):
+            layer_part = part.startswith(("encoder", "decoder", "output"))
+            if op == "CONV_2D" and layer_part and following.startswith("convolution"):
+                dtypes[part.rsplit("_", 1)[0]] = dtype
+    return dtypes
+
+
+@pytest.mark.parametrize("levels", [(0, 0), (1, 2)], ids=["all_int8", "float_levels"])
+def test_pconv_unet_int8_keeps_its_float_levels_in_float32(levels, masked_inputs, tmp_path):
+    # PConvUNet's float levels (here encoder1, and the output layer's level and decoder2's)
+    # run under `keep_float()`: in the int8 file their partial convolutions compute in
+    # float32, every other layer's in int8.
+    keras.utils.set_random_seed(5)
+    encoder, decoder = levels
+    model = PConvUNet(
+        (16, 16, 1), width=4, depth=3, float_encoder_levels=encoder, float_decoder_levels=decoder
+    )
+    path = export_tflite(
+        model, tmp_path / "model.tflite", quantization="int8", representative_images=masked_inputs
+    )
+    float_layers = {"encoder1", "output", "decoder2"} if encoder else set()
+    dtypes = _product_convolution_dtypes(path)
+    assert set(dtypes) == {"encoder1", "encoder2", "encoder3", "decoder3", "decoder2", "output"}
+    assert {layer for layer, dtype in dtypes.items() if dtype == np.float32} == float_layers
+    assert {layer for layer, dtype in dtypes.items() if dtype == np.int8} == (
+        set(dtypes) - float_layers
+    )

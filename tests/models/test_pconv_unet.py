@@ -117,7 +117,28 @@ def test_sizes_the_depth_does_not_divide_and_bad_arguments_are_named():
         PConvUNet((32, 32, 3), width=0)
     with pytest.raises(ValueError, match="`depth` must be a positive int. Received: depth=1.5"):
         ConvUNetInpaint((32, 32, 3), depth=1.5)
+    with pytest.raises(ValueError, match="`float_decoder_levels` must be an int >= 0. Received: "):
+        PConvUNet((32, 32, 3), width=4, depth=3, float_decoder_levels=-1)
+    with pytest.raises(ValueError, match="`float_encoder_levels` must be an int >= 0. Received: "):
+        PConvUNet((32, 32, 3), width=4, depth=3, float_encoder_levels=True)
     assert PConvUNet((None, None, 3), width=4, depth=2).output_shape == (None, None, None, 3)
+
+
+def test_float_levels_are_config_and_leave_the_keras_outputs_alone():
+    # The float levels only name a scope for int8 exports: same weights, same outputs.
+    keras.utils.set_random_seed(0)
+    model = tiny(float_encoder_levels=0, float_decoder_levels=0)
+    scoped = PConvUNet.from_config(
+        {**model.get_config(), "float_encoder_levels": 2, "float_decoder_levels": 3}
+    )
+    assert scoped.get_config()["float_encoder_levels"] == 2
+    assert scoped.get_config()["float_decoder_levels"] == 3
+    assert tiny().get_config()["float_decoder_levels"] == 4  # the defaults
+    assert tiny().get_config()["float_encoder_levels"] == 1
+    scoped.set_weights(model.get_weights())
+    np.testing.assert_array_equal(
+        scoped.predict(inputs(), verbose=0), model.predict(inputs(), verbose=0)
+    )
 
 
 def test_baseline_has_the_same_size():
