@@ -13,6 +13,8 @@ int8 export the scope only names ops.
 import re
 
 import keras
+from keras.src import backend, tree
+from keras.src.models import functional
 
 # Name scope of the ops an int8 export keeps in float32.
 FLOAT_SCOPE = "keep_float"
@@ -40,9 +42,6 @@ def call_with_float_layers(model, inputs, float_layers, training=None, mask=None
     A functional model runs its layers again at every trace (a SavedModel export included),
     so the scope has to be entered here, at call time, not when the graph was built.
     """
-    from keras.src import backend, tree
-    from keras.src.models import functional
-
     inputs = model._standardize_inputs(inputs)
     if mask is not None:
         for x, x_mask in zip(inputs, tree.flatten(mask), strict=False):

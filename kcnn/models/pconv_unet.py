@@ -5,6 +5,7 @@ import keras
 
 from kcnn._quantization import call_with_float_layers
 from kcnn._serialization import register
+from kcnn._validation import check_positive_int
 from kcnn.layers import PartialConv2D
 from kcnn.models._inpainting_unet import (
     DECODER_KERNEL,
@@ -103,14 +104,8 @@ class PConvUNet(InpaintingUNet):
         name="pconv_unet",
         **kwargs,
     ):
-        for argument, value in (
-            ("float_encoder_levels", float_encoder_levels),
-            ("float_decoder_levels", float_decoder_levels),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(
-                    f"`{argument}` must be an int >= 0. Received: {argument}={value!r}"
-                )
+        float_encoder_levels = check_positive_int(float_encoder_levels, "float_encoder_levels", 0)
+        float_decoder_levels = check_positive_int(float_decoder_levels, "float_decoder_levels", 0)
         super().__init__(input_shape, num_classes, width, depth, name=name, **kwargs)
         self.float_encoder_levels = float_encoder_levels
         self.float_decoder_levels = float_decoder_levels
@@ -127,7 +122,7 @@ class PConvUNet(InpaintingUNet):
         return _pconv_unet_graph(input_shape, num_classes, width, depth)
 
     def call(self, inputs, training=None, mask=None, **kwargs):
-        # The float decoder levels run under `keep_float()` at every trace (see the class).
+        # The float levels run under `keep_float()` at every trace (see the class).
         return call_with_float_layers(
             self, inputs, self._float_layers, training=training, mask=mask, **kwargs
         )

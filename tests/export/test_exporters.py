@@ -1,3 +1,5 @@
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -198,10 +200,12 @@ def _product_convolution_dtypes(path):
     its window count's convolutions lie in the layer's own `keep_float` scope)."""
     dtypes = {}
     for op, name, dtype in _op_outputs(path):
-        parts = name.split(";")[0].split("/")
-        for part, following in zip(parts, parts[1:], strict=False):
-            layer_part = part.startswith(("encoder", "decoder", "output"))
-            if op == "CONV_2D" and layer_part and following.startswith("convolution"):
+        if op != "CONV_2D":
+            continue
+        for part, following in itertools.pairwise(name.split(";")[0].split("/")):
+            if part.startswith(("encoder", "decoder", "output")) and following.startswith(
+                "convolution"
+            ):
                 dtypes[part.rsplit("_", 1)[0]] = dtype
     return dtypes
 

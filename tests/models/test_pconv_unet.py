@@ -117,9 +117,17 @@ def test_sizes_the_depth_does_not_divide_and_bad_arguments_are_named():
         PConvUNet((32, 32, 3), width=0)
     with pytest.raises(ValueError, match="`depth` must be a positive int. Received: depth=1.5"):
         ConvUNetInpaint((32, 32, 3), depth=1.5)
-    with pytest.raises(ValueError, match="`float_decoder_levels` must be an int >= 0. Received: "):
+    with pytest.raises(
+        ValueError,
+        match="`float_decoder_levels` must be a non-negative int. "
+        "Received: float_decoder_levels=-1",
+    ):
         PConvUNet((32, 32, 3), width=4, depth=3, float_decoder_levels=-1)
-    with pytest.raises(ValueError, match="`float_encoder_levels` must be an int >= 0. Received: "):
+    with pytest.raises(
+        ValueError,
+        match="`float_encoder_levels` must be a non-negative int. "
+        "Received: float_encoder_levels=True",
+    ):
         PConvUNet((32, 32, 3), width=4, depth=3, float_encoder_levels=True)
     assert PConvUNet((None, None, 3), width=4, depth=2).output_shape == (None, None, None, 3)
 
