@@ -142,16 +142,29 @@ class _CrashAfterEpoch(keras.callbacks.Callback):
             raise _Crash(f"simulated crash after epoch {epoch}")
 
 
-def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, capsys):
+def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, capsys, monkeypatch):
+    # Python runs a model's `train_step` only while TensorFlow traces it: each attempt, the
+    # fresh one and the resumed one, must trace its step once (a step that creates the
+    # optimizer's variables is traced twice).
+    traces = []
+    keras_train_step = keras.Model.train_step
+
+    def counted_train_step(model, data):
+        traces.append(model.name)
+        return keras_train_step(model, data)
+
+    monkeypatch.setattr(keras.Model, "train_step", counted_train_step)
     config = digits_config(tmp_path, epochs=4)
     run_dir = tmp_path / "run"
     with pytest.raises(_Crash):
         train(config, run_dir=run_dir, verbose=0, callbacks=[_CrashAfterEpoch(1)])
+    assert len(traces) == 1, traces
     assert (run_dir / "backup").is_dir()
     assert not (run_dir / "metrics.json").exists()
     assert resolve_run_dir(config) != run_dir  # other folder; this one is passed explicitly
     capsys.readouterr()
     train(config, run_dir=run_dir, verbose=0)
+    assert len(traces) == 2, traces
     assert "(resuming)" in capsys.readouterr().out
     with (run_dir / "history.csv").open() as handle:
         epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
