@@ -133,6 +133,7 @@ def trained(data):
     keras.utils.set_random_seed(0)
     model = FasterRCNN(_backbone(normalization=None), len(scenes.class_names), **TINY)
     model.compile(keras.optimizers.Adam(3e-3), loss=detection_loss(model, **LOSS_WEIGHTS))
+    model.optimizer.build(model.trainable_variables)  # else fit traces its step twice
     history = model.fit(images, targets, batch_size=2, epochs=30, verbose=0)
     return model, history.history
 

@@ -67,6 +67,7 @@ def trained(data):
     keras.utils.set_random_seed(0)
     model = MaskRCNN(_backbone(), len(scenes.class_names), **TINY)
     model.compile(keras.optimizers.Adam(1e-2), loss=detection_loss(model, mask_weight=2.0))
+    model.optimizer.build(model.trainable_variables)  # else fit traces its step twice
     history = model.fit(images, targets, batch_size=2, epochs=40, verbose=0)
     return model, history.history
 
