@@ -22,7 +22,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] \
     || ! "$VENV/bin/python" -c "import kcnn" >/dev/null 2>&1; then
   echo "[setup] installing kcnn and its dependencies into $VENV (first time: several minutes)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  # pip would compile every module to bytecode on one core; compileall does it on all of them
+  # (the same .pyc files; like pip, it leaves the few files that do not compile as they are).
+  "$VENV/bin/python" -m pip install --quiet --no-compile -e ".[dev]"
+  site_packages="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  "$VENV/bin/python" -m compileall -q -j 0 "$site_packages" >/dev/null || true
   echo "$wanted" > "$stamp"
 else
   echo "[setup] $VENV is up to date"
