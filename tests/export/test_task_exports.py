@@ -40,6 +40,7 @@ def _classification():
     backbone = build_backbone("plain_cnn", input_shape=(8, 8, 1), filters=(8, 16))
     model = build_classifier(backbone, num_classes=10)
     model.compile("adam", "sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)  # else fit traces its step twice
     model.fit(data.x_train / np.float32(255), data.y_train, epochs=8, batch_size=32, verbose=0)
     return model, data, None
 
@@ -49,6 +50,7 @@ def _segmentation():
     backbone = build_backbone("plain_cnn", input_shape=(32, 32, 3), filters=(4, 8, 16))
     model = UNet(backbone, data.num_classes, decoder_filters=(8, 4))
     model.compile("adam", "sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)  # else fit traces its step twice
     model.fit(data.x_train / np.float32(255), data.y_train, epochs=6, batch_size=8, verbose=0)
     return model, data, 32
 
@@ -68,6 +70,7 @@ def _inpainting():
     mask = data.y_train.astype(np.float32)
     truth = data.x_train / np.float32(255)
     target = np.concatenate([truth, mask], axis=-1)
+    model.optimizer.build(model.trainable_variables)  # else fit traces its step twice
     model.fit([truth * mask, mask], target, epochs=3, batch_size=8, verbose=0)
     return model, data, 32
 

@@ -53,6 +53,7 @@ def fit(model, images, labels, epochs):
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    model.optimizer.build(model.trainable_variables)  # else fit traces its step twice
     model.fit(images, labels, epochs=epochs, batch_size=32, verbose=0)
 
 
