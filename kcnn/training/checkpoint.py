@@ -164,6 +164,16 @@ def latest_checkpoint(directory, log=None):
     )
 
 
+def build_optimizer_slots(model):
+    """Creates the variables of a compiled `model`'s optimizer (zeros) if it has none yet.
+
+    Before `fit`, so that they are not created inside the traced training step, which
+    TensorFlow then traces a second time; before a restore, which loads into them.
+    """
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
 def restore(model, directory, log=None):
     """Loads the latest complete checkpoint of `directory` into a compiled `model`.
 
@@ -178,8 +188,7 @@ def restore(model, directory, log=None):
             for path in directory.iterdir():
                 _remove(path)
         return None
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+    build_optimizer_slots(model)
     folder = directory / record["folder"]
     model.load_weights(folder / STATE)
     if (folder / RANDOM_STATE).is_file():

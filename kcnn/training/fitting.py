@@ -15,6 +15,7 @@ from kcnn.training.checkpoint import (
     RestoreMetricState,
     StepCheckpoint,
     StopOnNonFiniteLoss,
+    build_optimizer_slots,
 )
 from kcnn.training.messages import log
 from kcnn.training.run_folder import BACKUP
@@ -210,13 +211,13 @@ def fit_from_checkpoint(
     if epoch < epochs:
         phases.append((epoch, epochs, steps_per_epoch))
     strategy = model.distribute_strategy
-    if model.built and model.optimizer is not None and not model.optimizer.built:
-        # Outside a strategy scope Keras builds the optimizer inside the first traced train
-        # step, and a `tf.function` that creates variables is traced a second time once
-        # they exist: building it here (as a resumed run's restore does) traces the step
+    if model.built:
+        # Outside a strategy scope Keras would build the optimizer inside the first traced
+        # train step, and a `tf.function` that creates variables is traced a second time
+        # once they exist: built here (as a resumed run's restore does), the step is traced
         # once, which is most of a short run's start-up. Its slots start at zero either way.
         with strategy.scope():
-            model.optimizer.build(model.trainable_variables)
+            build_optimizer_slots(model)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Keras 3 builds a distributed model from a batch it averages across replicas with
         # `strategy.reduce`, which fails under MultiWorkerMirroredStrategy with one device
