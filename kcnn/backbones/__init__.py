@@ -5,6 +5,7 @@
 (2, 2)
 """
 
+import json
 import os
 
 import keras_hub
@@ -54,6 +55,29 @@ def _load_weights(model, weights):
     model.load_weights(path)
 
 
+# (name, channels, arguments) -> {level: position}: where the levels of a keras-hub
+# architecture are among its feature maps. Measuring them builds a twin of unknown input size
+# and runs it once (`pyramid_model`); the answer depends only on the architecture, so a
+# second build of the same name and arguments, at any input size, reuses it.
+_LEVEL_POSITIONS = {}
+
+
+def _hub_pyramid(name, input_shape, kwargs):
+    """The keras-hub backbone `name`, wrapped by `pyramid_model`, measured once per
+    architecture."""
+    builder = HUB_BUILDERS[name]
+    key = (name, input_shape[2], json.dumps(kwargs, sort_keys=True, default=repr))
+    positions = _LEVEL_POSITIONS.get(key)
+    reference = None
+    if positions is None and input_shape[:2] != (None, None):
+        reference = builder((None, None, input_shape[2]), **kwargs)
+    model = pyramid_model(
+        builder(input_shape, **kwargs), name=name, reference=reference, positions=positions
+    )
+    _LEVEL_POSITIONS[key] = model.pyramid_positions
+    return model
+
+
 def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
     """Builds a backbone by name from constructor arguments, with no network access.
 
@@ -98,11 +122,7 @@ def build_backbone(name, input_shape=(None, None, 3), weights=None, **kwargs):
     if name in _KCNN_BUILDERS:
         model = _KCNN_BUILDERS[name](input_shape=input_shape, **kwargs)
     else:
-        builder = HUB_BUILDERS[name]
-        reference = None
-        if input_shape[:2] != (None, None):
-            reference = builder((None, None, input_shape[2]), **kwargs)
-        model = pyramid_model(builder(input_shape, **kwargs), name=name, reference=reference)
+        model = _hub_pyramid(name, input_shape, kwargs)
     if weights is not None:
         _load_weights(model, weights)
     return model

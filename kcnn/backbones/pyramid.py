@@ -117,7 +117,13 @@ def _choose_levels(model, probe_shape, min_level, max_level):
 
 
 def pyramid_model(
-    model, probe_size=128, min_level=0, max_level=MAX_LEVEL, name=None, reference=None
+    model,
+    probe_size=128,
+    min_level=0,
+    max_level=MAX_LEVEL,
+    name=None,
+    reference=None,
+    positions=None,
 ):
     """Wraps a functional image model so that it returns its feature pyramid.
 
@@ -141,10 +147,16 @@ def pyramid_model(
             which the levels are measured instead, then taken from `model` by position.
             Small fixed input sizes make strides ambiguous (a 1x1 map at a 32x32 input);
             the twin's probe does not.
+        positions: optional `{level: position}`, the `pyramid_positions` attribute of an
+            earlier result for the same architecture (same builder and arguments, any input
+            size): the levels are taken from it instead of being measured again, so neither
+            the probe nor `reference` is needed. `kcnn.backbones.build_backbone` keeps them
+            per name and arguments.
 
     Returns:
         A functional `keras.Model` with the same input and a dict output keyed `"Pk"`; the
-        dict of symbolic outputs is also set as its `pyramid_outputs` attribute.
+        dict of symbolic outputs is also set as its `pyramid_outputs` attribute, and the
+        position of each level among the candidate feature maps as `pyramid_positions`.
 
     Raises:
         ValueError: if the model is not functional, has several inputs, or no layer of it
@@ -163,20 +175,26 @@ def pyramid_model(
             f"`probe_size` must be a multiple of 2**max_level={2**max_level}. "
             f"Received: probe_size={probe_size}"
         )
-    measured = reference if reference is not None else model
-    _, height, width, channels = measured.inputs[0].shape
-    probe_shape = [1, height or probe_size, width or probe_size, channels]
-    chosen, measured_candidates = _choose_levels(measured, probe_shape, min_level, max_level)
-    if reference is None:
-        candidates = measured_candidates
+    trusted = list((getattr(model, "pyramid_outputs", None) or {}).values())
+    candidates = trusted + _layer_outputs(model)
+    if positions is not None:
+        chosen = {int(level): position for level, position in positions.items()}
+        if not chosen or max(chosen.values()) >= len(candidates):
+            raise ValueError(
+                "`positions` must come from a model of the same architecture as `model`. "
+                f"Received: positions={positions}"
+            )
     else:
-        trusted = list((getattr(model, "pyramid_outputs", None) or {}).values())
-        candidates = trusted + _layer_outputs(model)
+        measured = reference if reference is not None else model
+        _, height, width, channels = measured.inputs[0].shape
+        probe_shape = [1, height or probe_size, width or probe_size, channels]
+        chosen, measured_candidates = _choose_levels(measured, probe_shape, min_level, max_level)
         if len(candidates) != len(measured_candidates):
             raise ValueError("`reference` must have the same architecture as `model`.")
     outputs = {level_name(level): candidates[chosen[level]] for level in sorted(chosen)}
     wrapped = keras.Model(model.inputs[0], outputs, name=name or model.name)
     wrapped.pyramid_outputs = outputs
+    wrapped.pyramid_positions = dict(chosen)
     return wrapped
 
 

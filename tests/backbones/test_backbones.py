@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+import kcnn.backbones as backbones_module
 from kcnn.analysis import analyze
 from kcnn.backbones import (
     BACKBONES,
@@ -12,6 +13,7 @@ from kcnn.backbones import (
     pyramid_model,
     sorted_levels,
 )
+from kcnn.backbones import pyramid as pyramid_module
 from kcnn.backbones.hub import HUB_BUILDERS
 from kcnn.tasks import build_classifier
 
@@ -54,6 +56,39 @@ def test_pyramid_levels_are_the_deepest_maps_at_each_stride():
     backbone = build_backbone("resnet50")
     channels = {key: value.shape[-1] for key, value in backbone.output.items()}
     assert channels == {"P1": 64, "P2": 256, "P3": 512, "P4": 1024, "P5": 2048}
+
+
+def _level_layers(backbone):
+    """Each level's layer by its place in the model (automatic names differ per build)."""
+    return {
+        key: backbone.layers.index(tensor._keras_history[0])
+        for key, tensor in backbone.output.items()
+    }
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small", "csp_darknet_tiny"])
+def test_a_second_build_reuses_the_levels_a_fresh_measurement_finds(name, monkeypatch):
+    # At 32x32 a 1x1 map is ambiguous: the first build measures on a twin of unknown size,
+    # the second (another size, same arguments) takes the positions it found and probes
+    # nothing; both must pick the layers that measuring afresh picks.
+    monkeypatch.setattr(backbones_module, "_LEVEL_POSITIONS", {})
+    first = build_backbone(name, (32, 32, 3), **TINY[name])
+    probes = []
+    measure = pyramid_module._choose_levels
+    monkeypatch.setattr(
+        pyramid_module, "_choose_levels", lambda *args: probes.append(args) or measure(*args)
+    )
+    second = build_backbone(name, (64, 64, 3), **TINY[name])
+    assert probes == []
+    monkeypatch.setattr(backbones_module, "_LEVEL_POSITIONS", {})
+    fresh = build_backbone(name, (64, 64, 3), **TINY[name])
+    assert len(probes) == 1
+    assert second.pyramid_positions == fresh.pyramid_positions == first.pyramid_positions
+    assert _level_layers(second) == _level_layers(fresh)
+    assert _shapes(second) == _shapes(fresh)
+    # Another input depth is another key: measured, not taken from the first.
+    build_backbone(name, (64, 64, 1), **TINY[name])
+    assert len(probes) == 2
 
 
 def test_adapter_fixes_cspnet_stage_keys_and_mobilenet_missing_pyramid():
