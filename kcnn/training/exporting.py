@@ -1,6 +1,8 @@
 """The export stage: SavedModel and TFLite files of a trained model, each checked against
 Keras on held-out images (`export_report.json`)."""
 
+import contextlib
+import tempfile
 from pathlib import Path
 
 from kcnn._files import write_json
@@ -107,73 +109,80 @@ def export_run(
         }
     failures = []
     if "tflite" in export_config.formats:
-        count = export_config.parity_samples
-        images, labels = dataset.x_test[:count], dataset.y_test[:count]
-        samples = task.model_inputs(images, labels)
-        metric = task.export_metric(images, labels, dataset.class_names)
-        int8_tolerance = export_config.int8_tolerance
-        if int8_tolerance is None:
-            int8_tolerance = task.int8_tolerance
-        # A task may convert another model than `serve` (detection: the detector with its
-        # decoder and NMS) and compare its several outputs its own way.
-        tflite_model = task.tflite_model(model)
-        converted_saved_model = saved_model_dir.exists() and tflite_model is model
-        for mode in quantizations:
-            tflite_path = run_dir / _tflite_name(mode)
-            export_tflite(
-                tflite_model,
-                tflite_path,
-                saved_model_dir=saved_model_dir if converted_saved_model else None,
-                quantization=mode,
-                representative_images=task.model_inputs(
-                    dataset.x_train[:256], dataset.y_train[:256]
-                ),
-                allow_flex=allow_flex,
-                int8_io=int8_io and mode == "int8",
-            )
-            try:
-                entry = parity_report(
+        with contextlib.ExitStack() as exits:
+            count = export_config.parity_samples
+            images, labels = dataset.x_test[:count], dataset.y_test[:count]
+            samples = task.model_inputs(images, labels)
+            metric = task.export_metric(images, labels, dataset.class_names)
+            int8_tolerance = export_config.int8_tolerance
+            if int8_tolerance is None:
+                int8_tolerance = task.int8_tolerance
+            # A task may convert another model than `serve` (detection: the detector with its
+            # decoder and NMS) and compare its several outputs its own way.
+            tflite_model = task.tflite_model(model)
+            source = saved_model_dir if saved_model_dir.exists() and tflite_model is model else None
+            if source is None and len(quantizations) > 1:
+                # Every mode converts the same graph: trace and write it once, not once per mode.
+                source = Path(exits.enter_context(tempfile.TemporaryDirectory())) / "saved_model"
+                tflite_model.export(str(source), format="tf_saved_model", verbose=False)
+            for mode in quantizations:
+                tflite_path = run_dir / _tflite_name(mode)
+                export_tflite(
                     tflite_model,
                     tflite_path,
-                    samples,
-                    export_config.parity_tolerance,
-                    mode,
-                    class_outputs=task.class_outputs,
-                    metric=metric,
-                    latency_runs=export_config.latency_runs,
-                    compare=task.compare_exports,
+                    saved_model_dir=source,
+                    quantization=mode,
+                    representative_images=task.model_inputs(
+                        dataset.x_train[:256], dataset.y_train[:256]
+                    ),
+                    allow_flex=allow_flex,
+                    int8_io=int8_io and mode == "int8",
                 )
-            except RuntimeError as error:  # a kernel that fails to run in LiteRT
-                message = str(error).strip().splitlines()[-1]
-                report["tflite"][mode] = {
-                    "quantization": mode,
-                    "path": str(tflite_path),
-                    "file_bytes": tflite_path.stat().st_size,
-                    "error": message,
-                    "passed": False,
-                }
-                failures.append(f"{tflite_path.name} fails in the LiteRT interpreter: {message}")
-                continue
-            entry["path"] = str(tflite_path)
-            if not entry["passed"] and "mismatch" in entry:
-                failures.append(f"{tflite_path.name} {entry['mismatch']}")
-            elif not entry["passed"]:
-                failures.append(
-                    f"{tflite_path.name} differs from Keras by {entry['max_abs_error']:.3g} "
-                    f"(tolerance {entry['tolerance']})"
-                )
-            if mode in INTEGER_QUANTIZATIONS:
-                entry["metric_tolerance"] = int8_tolerance
-                entry["passed"] = entry["metric_drop"] <= int8_tolerance
-                if not entry["passed"]:
-                    failures.append(
-                        f"{tflite_path.name} drops {entry['metric']} by "
-                        f"{entry['metric_drop']:.4g} (tolerance {int8_tolerance}: "
-                        "export.int8_tolerance)"
+                try:
+                    entry = parity_report(
+                        tflite_model,
+                        tflite_path,
+                        samples,
+                        export_config.parity_tolerance,
+                        mode,
+                        class_outputs=task.class_outputs,
+                        metric=metric,
+                        latency_runs=export_config.latency_runs,
+                        compare=task.compare_exports,
                     )
-            report["tflite"][mode] = entry
-        metadata["tflite_files"] = {mode: _tflite_name(mode) for mode in report["tflite"]}
-        metadata["tflite_int8_io"] = bool(int8_io and "int8" in report["tflite"])
+                except RuntimeError as error:  # a kernel that fails to run in LiteRT
+                    message = str(error).strip().splitlines()[-1]
+                    report["tflite"][mode] = {
+                        "quantization": mode,
+                        "path": str(tflite_path),
+                        "file_bytes": tflite_path.stat().st_size,
+                        "error": message,
+                        "passed": False,
+                    }
+                    failures.append(
+                        f"{tflite_path.name} fails in the LiteRT interpreter: {message}"
+                    )
+                    continue
+                entry["path"] = str(tflite_path)
+                if not entry["passed"] and "mismatch" in entry:
+                    failures.append(f"{tflite_path.name} {entry['mismatch']}")
+                elif not entry["passed"]:
+                    failures.append(
+                        f"{tflite_path.name} differs from Keras by {entry['max_abs_error']:.3g} "
+                        f"(tolerance {entry['tolerance']})"
+                    )
+                if mode in INTEGER_QUANTIZATIONS:
+                    entry["metric_tolerance"] = int8_tolerance
+                    entry["passed"] = entry["metric_drop"] <= int8_tolerance
+                    if not entry["passed"]:
+                        failures.append(
+                            f"{tflite_path.name} drops {entry['metric']} by "
+                            f"{entry['metric_drop']:.4g} (tolerance {int8_tolerance}: "
+                            "export.int8_tolerance)"
+                        )
+                report["tflite"][mode] = entry
+            metadata["tflite_files"] = {mode: _tflite_name(mode) for mode in report["tflite"]}
+            metadata["tflite_int8_io"] = bool(int8_io and "int8" in report["tflite"])
     report["passed"] = not failures
     write_json(run_dir / "metadata.json", metadata)
     write_json(run_dir / "export_report.json", report)

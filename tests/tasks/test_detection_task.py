@@ -15,7 +15,7 @@ import tensorflow as tf
 from kcnn.data import load_detection_data
 from kcnn.detection import DetectionDecoder, coco_evaluate, to_coco_detections, to_coco_ground_truth
 from kcnn.tasks import TASKS, DetectionTask, get_task
-from kcnn.training import config_from_dict, export_run, train
+from kcnn.training import config_from_dict, export_run, exporting, train
 
 SIZE = 64
 DATA_ARGS = {"train_count": 48, "test_count": 12}
@@ -126,9 +126,20 @@ def test_tflite_file_returns_the_detections_keras_decodes(run):
     assert entry["litert_map50"] == pytest.approx(metrics["map50"], abs=1e-3)
 
 
-def test_every_quantization_mode_exports_the_decoder_with_a_report(run, tmp_path):
+def test_every_quantization_mode_exports_the_decoder_with_a_report(run, tmp_path, monkeypatch):
     run_dir, data, model, _, detections = run
     modes = ["none", "fp16", "dynamic", "int8"]
+    # The detector with its decoder is not the SavedModel's `serve`: it is written once, to
+    # one folder every mode converts from.
+    sources = []
+    convert = exporting.export_tflite
+    monkeypatch.setattr(
+        exporting,
+        "export_tflite",
+        lambda *args, **kwargs: (
+            sources.append(kwargs["saved_model_dir"]) or convert(*args, **kwargs)
+        ),
+    )
     config = config_from_dict(
         {
             "task": "detection",
@@ -147,6 +158,8 @@ def test_every_quantization_mode_exports_the_decoder_with_a_report(run, tmp_path
     )
     files = report["tflite"]
     assert list(files) == modes and report["passed"]
+    assert len(sources) == len(modes) and sources[0] is not None and len(set(sources)) == 1
+    assert not sources[0].exists()  # a temporary folder, removed after the conversions
     unit = data.x_test.astype(np.float32) / 255
     ground_truth = to_coco_ground_truth(data.y_test, data.class_names, SIZE)
     keras_map50 = coco_evaluate(
