@@ -42,6 +42,7 @@ def test_importing_kcnn_alone_registers_every_object_a_run_saves(tmp_path):
         DiceLoss,
         HoleL1,
         InpaintingLoss,
+        LabelSmoothingCrossEntropy,
         PeakSignalToNoiseRatio,
         StructuralSimilarity,
         SumLoss,
@@ -50,6 +51,7 @@ def test_importing_kcnn_alone_registers_every_object_a_run_saves(tmp_path):
     objects = [
         SumLoss([CrossEntropyLoss(), DiceLoss()], [1.0, 1.0]),
         InpaintingLoss(),
+        LabelSmoothingCrossEntropy(0.1),
         PeakSignalToNoiseRatio(),
         StructuralSimilarity(),
         HoleL1(),

@@ -5,7 +5,11 @@ Importing this package registers the six built-in tasks; `get_task(name)` return
 """
 
 from kcnn.tasks.base import TASKS, Task, get_task, register_task, task_names
-from kcnn.tasks.classification import ClassificationTask, build_classifier
+from kcnn.tasks.classification import (
+    ClassificationTask,
+    LabelSmoothingCrossEntropy,
+    build_classifier,
+)
 from kcnn.tasks.detection import DetectionTask
 from kcnn.tasks.inpainting import (
     HoleL1,
@@ -40,6 +44,7 @@ __all__ = [
     "InpaintingTask",
     "InstanceSegmentationTask",
     "JaccardLoss",
+    "LabelSmoothingCrossEntropy",
     "LocalizationLoss",
     "LocalizationTask",
     "PeakSignalToNoiseRatio",

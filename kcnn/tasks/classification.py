@@ -2,14 +2,70 @@
 
 import keras
 import numpy as np
+from keras import ops
 
+from kcnn._serialization import register
 from kcnn.data import load_classification_data, make_dataset, per_class_subset
 from kcnn.export.serving import ServingSignature, classification_endpoint, uint8_image_specs
 from kcnn.models.classifier import build_classifier
 from kcnn.tasks.base import Task, register_task
 from kcnn.viz import confusion_matrix, plot_confusion_matrix
 
-__all__ = ["ClassificationTask", "build_classifier"]
+__all__ = ["ClassificationTask", "LabelSmoothingCrossEntropy", "build_classifier"]
+
+# `train.loss` options of a classification run.
+LOSS_KEYS = ("label_smoothing",)
+
+
+@register
+class LabelSmoothingCrossEntropy(keras.losses.Loss):
+    """Cross-entropy of integer labels against smoothed targets.
+
+    Label smoothing (Szegedy et al. 2016, "Rethinking the Inception Architecture for Computer
+    Vision", Sec. 7, arXiv:1512.00567) replaces the one-hot target of label `y` by
+    `q'(k) = (1 - eps) * delta(k, y) + eps / K` over the `K` classes, so the loss is
+    `-sum_k q'(k) log p(k)`: the model is no longer pushed towards probabilities of exactly 0
+    and 1. Keras's `SparseCategoricalCrossentropy` has no smoothing and its
+    `CategoricalCrossentropy` wants one-hot labels; this takes the integer labels a kcnn
+    classification data set holds, and class probabilities (the classifier's softmax).
+    With `label_smoothing=0` it is the plain sparse cross-entropy.
+
+    Args:
+        label_smoothing: float in [0, 1), the `eps` above. Defaults to 0.1 (the paper's
+            value for ImageNet).
+        name: str. Defaults to `"label_smoothing_crossentropy"`.
+
+    Raises:
+        ValueError: if `label_smoothing` is not a number in [0, 1).
+    """
+
+    def __init__(self, label_smoothing=0.1, name="label_smoothing_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if (
+            isinstance(label_smoothing, bool)
+            or not isinstance(label_smoothing, int | float)
+            or not 0 <= label_smoothing < 1
+        ):
+            raise ValueError(
+                "`label_smoothing` must be a number in [0, 1). "
+                f"Received: label_smoothing={label_smoothing!r}"
+            )
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        y_pred = ops.convert_to_tensor(y_pred)
+        labels = ops.cast(y_true, "int32")
+        if len(labels.shape) == len(y_pred.shape):  # (B, 1) labels
+            labels = ops.squeeze(labels, axis=-1)
+        targets = ops.one_hot(labels, y_pred.shape[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(
+            targets, y_pred, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"label_smoothing": self.label_smoothing})
+        return config
 
 
 @register_task("classification")
@@ -35,7 +91,26 @@ class ClassificationTask(Task):
         )
 
     def loss(self, train_config, model=None):
-        return keras.losses.SparseCategoricalCrossentropy()
+        """Sparse cross-entropy; `train.loss: {label_smoothing: 0.1}` smooths the targets
+        (`LabelSmoothingCrossEntropy`).
+
+        Raises:
+            ValueError: for an unknown `train.loss` key (named), or a `label_smoothing`
+                outside [0, 1).
+        """
+        options = dict(train_config.loss or {})
+        unknown = sorted(set(options) - set(LOSS_KEYS))
+        if unknown:
+            raise ValueError(
+                f"Unknown classification loss key(s) {unknown} in `train.loss`. "
+                f"Known: {list(LOSS_KEYS)}"
+            )
+        smoothing = options.get("label_smoothing", 0.0)
+        try:
+            loss = LabelSmoothingCrossEntropy(smoothing)
+        except ValueError as error:
+            raise ValueError(f"`train.loss.label_smoothing`: {error}") from error
+        return loss if smoothing else keras.losses.SparseCategoricalCrossentropy()
 
     def metrics(self, num_classes, train_config):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
