@@ -1,6 +1,7 @@
 """Every notebook runs top to bottom (small-size switch on), its cells raise nothing, and the
 key numbers it prints say that it did what it describes."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -129,6 +130,35 @@ def test_every_notebook_has_its_readme_picture():
         picture = pictures / f"{path.stem}.png"
         assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
         assert f"docs/notebooks/{path.stem}.png" in readme, path.name
+
+
+def _first_import_of(notebook, packages):
+    """The top-level package of the first `import` of one of `packages` in `notebook`."""
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(
+            line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))
+        )
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] in packages:
+                    return name.split(".")[0]
+    return None
+
+
+def test_notebooks_import_kcnn_before_tensorflow():
+    # `import kcnn` turns TensorFlow's oneDNN CPU kernels on only if TensorFlow is not loaded
+    # yet; `make notebooks` (unlike the tests) does not set TF_ENABLE_ONEDNN_OPTS itself.
+    for path in NOTEBOOKS:
+        notebook = nbformat.read(path, as_version=4)
+        assert _first_import_of(notebook, {"kcnn", "keras", "tensorflow"}) == "kcnn", path.name
 
 
 def test_notebooks_are_stored_without_outputs():
