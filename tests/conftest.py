@@ -1,5 +1,6 @@
 """Shared test set-up: quiet TensorFlow, the TF backend, and a guard against empty runs."""
 
+import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -8,6 +9,15 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # on AMD EPYC) a dilated Conv2DTranspose and a depthwise conv with unequal strides have no CPU
 # kernel at all. The same kernels on every machine keep the suite's results machine-independent.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def pytest_collection_finish(session):
+    # TensorFlow, Keras and the test modules are imported by now: hundreds of thousands of
+    # objects that live as long as the process. Freezing them keeps Python's full garbage
+    # collections (which TFLite conversions and model builds trigger) from scanning them
+    # again and again; only what the tests create is collected, as before.
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_sessionfinish(session, exitstatus):
