@@ -261,3 +261,26 @@ def same_padding(size, kernel, stride=1, dilation=1):
     if isinstance(pad_total, int):
         pad_total = max(pad_total, 0)
     return output, pad_total
+
+
+def check_loss_keys(options, known, what):
+    """Checks a task's `train.loss` mapping against the keys its loss takes.
+
+    Args:
+        options: the `train.loss` mapping (or None).
+        known: the keys the loss takes, in the order the message lists them.
+        what: the loss's name in the message, e.g. `"classification"`.
+
+    Returns:
+        `options` as a new dict (empty for None).
+
+    Raises:
+        ValueError: naming the unknown keys and listing the known ones.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(
+            f"Unknown {what} loss key(s) {unknown} in `train.loss`. Known: {list(known)}"
+        )
+    return options

@@ -11,6 +11,7 @@ import inspect
 
 import keras
 
+from kcnn._validation import check_loss_keys
 from kcnn.detection.anchor_boxes import RetinaNetLoss
 from kcnn.detection.detector import DetectionModel
 from kcnn.detection.losses import DetectionLoss
@@ -51,12 +52,7 @@ def detection_loss(model, **options):
             is not a kcnn detector.
     """
     known = loss_keys(_detection_model(model).LOSS_CLASS)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(
-            f"Unknown detection loss key(s) {unknown} in `train.loss`. Known: {list(known)}"
-        )
-    return model.make_loss(**options)
+    return model.make_loss(**check_loss_keys(options, known, "detection"))
 
 
 def detection_decoder(model, **decoder_args):

@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from kcnn._serialization import register
+from kcnn._validation import check_fraction, check_loss_keys
 from kcnn.data import load_classification_data, make_dataset, per_class_subset
 from kcnn.export.serving import ServingSignature, classification_endpoint, uint8_image_specs
 from kcnn.models.classifier import build_classifier
@@ -41,16 +42,7 @@ class LabelSmoothingCrossEntropy(keras.losses.Loss):
 
     def __init__(self, label_smoothing=0.1, name="label_smoothing_crossentropy", **kwargs):
         super().__init__(name=name, **kwargs)
-        if (
-            isinstance(label_smoothing, bool)
-            or not isinstance(label_smoothing, int | float)
-            or not 0 <= label_smoothing < 1
-        ):
-            raise ValueError(
-                "`label_smoothing` must be a number in [0, 1). "
-                f"Received: label_smoothing={label_smoothing!r}"
-            )
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = check_fraction(label_smoothing, "label_smoothing", low_open=False)
 
     def call(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
@@ -98,19 +90,13 @@ class ClassificationTask(Task):
             ValueError: for an unknown `train.loss` key (named), or a `label_smoothing`
                 outside [0, 1).
         """
-        options = dict(train_config.loss or {})
-        unknown = sorted(set(options) - set(LOSS_KEYS))
-        if unknown:
-            raise ValueError(
-                f"Unknown classification loss key(s) {unknown} in `train.loss`. "
-                f"Known: {list(LOSS_KEYS)}"
-            )
-        smoothing = options.get("label_smoothing", 0.0)
-        try:
-            loss = LabelSmoothingCrossEntropy(smoothing)
-        except ValueError as error:
-            raise ValueError(f"`train.loss.label_smoothing`: {error}") from error
-        return loss if smoothing else keras.losses.SparseCategoricalCrossentropy()
+        options = check_loss_keys(train_config.loss, LOSS_KEYS, "classification")
+        smoothing = check_fraction(
+            options.get("label_smoothing", 0.0), "train.loss.label_smoothing", low_open=False
+        )
+        if smoothing:
+            return LabelSmoothingCrossEntropy(smoothing)
+        return keras.losses.SparseCategoricalCrossentropy()
 
     def metrics(self, num_classes, train_config):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

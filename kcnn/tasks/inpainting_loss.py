@@ -11,6 +11,7 @@ import tensorflow as tf
 from keras import ops
 
 from kcnn._serialization import register
+from kcnn._validation import check_loss_keys
 from kcnn.ops import gram_matrix
 
 # Liu et al. (2018), eq. (7): L_valid + 6 L_hole + 0.05 L_perceptual + 120 L_style + 0.1 L_tv.
@@ -303,11 +304,7 @@ def resolve_loss_weights(weights):
     Raises:
         ValueError: for a key outside `LOSS_KEYS` (the message names it).
     """
-    unknown = sorted(set(weights) - set(LOSS_KEYS))
-    if unknown:
-        raise ValueError(
-            f"Unknown inpainting loss key(s) {unknown} in `train.loss`. Known: {list(LOSS_KEYS)}"
-        )
+    check_loss_keys(weights, LOSS_KEYS, "inpainting")
     resolved = {key: weights.get(key, 0.0) for key in (*PAPER_LOSS_WEIGHTS, *EXTRA_LOSS_WEIGHTS)}
     vgg16_weights = weights.get("vgg16_weights")
     skipped = vgg16_weights is None and bool(resolved["perceptual"] or resolved["style"])

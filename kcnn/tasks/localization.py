@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from kcnn._serialization import register
+from kcnn._validation import check_loss_keys
 from kcnn.data import load_localization_data, make_localization_dataset
 from kcnn.data.localization import normalize_rows
 from kcnn.detection import box_giou, box_iou
@@ -183,14 +184,7 @@ class LocalizationTask(Task):
         Raises:
             ValueError: for an unknown `train.loss` key (named).
         """
-        options = dict(train_config.loss or {})
-        unknown = sorted(set(options) - set(LOSS_KEYS))
-        if unknown:
-            raise ValueError(
-                f"Unknown localization loss key(s) {unknown} in `train.loss`. "
-                f"Known: {list(LOSS_KEYS)}"
-            )
-        return LocalizationLoss(**options)
+        return LocalizationLoss(**check_loss_keys(train_config.loss, LOSS_KEYS, "localization"))
 
     def metrics(self, num_classes, train_config):
         return [
