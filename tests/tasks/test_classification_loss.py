@@ -56,7 +56,7 @@ def test_gradient_through_softmax_is_probabilities_minus_smoothed_targets():
     np.testing.assert_allclose(tape.gradient(value, z).numpy(), expected, atol=1e-6)
 
 
-def test_serialization_round_trip_and_saved_model_file(tmp_path):
+def test_serialization_round_trip_and_keras_file(tmp_path):
     loss = LabelSmoothingCrossEntropy(0.15)
     again = keras.losses.deserialize(keras.losses.serialize(loss))
     assert type(again) is LabelSmoothingCrossEntropy and again.label_smoothing == 0.15
