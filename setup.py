@@ -23,6 +23,10 @@ setup(
         "keras>=3.15,<4",
         "keras-hub>=0.32,<0.40",
         "numpy>=1.26",
+        # TensorFlow's own range (>=0.5.1,<1), without 0.7: importing ml_dtypes 0.7.0 takes
+        # 0.9-1.2 s (0.6.0: 5 ms), paid by every process that imports TensorFlow
+        # (bench/RESULTS.md, "Start-up").
+        "ml-dtypes>=0.5.1,<0.7",
         "matplotlib>=3.8",
         "scikit-image>=0.22",
         "scikit-learn>=1.4",
