@@ -21,7 +21,7 @@ import tensorflow as tf
 from kcnn._files import atomic_path
 from kcnn._quantization import in_float_scope
 from kcnn.export.options import INTEGER_QUANTIZATIONS, QUANTIZATIONS
-from kcnn.export.serving import RAW_SIGNATURE, write_serving_saved_model
+from kcnn.export.serving import RAW_SIGNATURE, write_raw_saved_model, write_serving_saved_model
 
 
 class ExportError(RuntimeError):
@@ -211,7 +211,7 @@ def export_tflite(
     with atomic_path(path) as temporary:
         if saved_model_dir is None:
             saved_model_dir = temporary.with_name("saved_model")
-            model.export(str(saved_model_dir), format="tf_saved_model", verbose=False)
+            write_raw_saved_model(model, saved_model_dir)
         input_names = [tensor.name for tensor in model.inputs]
         converter = _converter(
             saved_model_dir,

@@ -13,7 +13,7 @@ from kcnn.export.exporters import (
     parity_report,
 )
 from kcnn.export.options import INTEGER_QUANTIZATIONS
-from kcnn.export.serving import serving_metadata
+from kcnn.export.serving import serving_metadata, write_raw_saved_model
 from kcnn.training.messages import log
 
 
@@ -124,7 +124,7 @@ def export_run(
             if source is None and len(quantizations) > 1:
                 # Every mode converts the same graph: trace and write it once, not once per mode.
                 source = Path(exits.enter_context(tempfile.TemporaryDirectory())) / "saved_model"
-                tflite_model.export(str(source), format="tf_saved_model", verbose=False)
+                write_raw_saved_model(tflite_model, source)
             for mode in quantizations:
                 tflite_path = run_dir / _tflite_name(mode)
                 export_tflite(

@@ -34,6 +34,19 @@ def test_fp32_tflite_matches_keras(model, images, tmp_path):
     assert report["file_bytes"] == path.stat().st_size
 
 
+@pytest.mark.parametrize("inputs", ["one", "two"])
+def test_tflite_is_converted_from_the_graph_model_export_writes(model, inputs, tmp_path):
+    # `export_tflite` writes its own SavedModel, traced once (`write_raw_saved_model`): the
+    # flatbuffer must be the one converted from Keras's `model.export`, byte for byte (a
+    # SavedModel that did not restore the variables the graph reads would differ).
+    if inputs == "two":
+        model = _masked_model(PartialConv2D(4, 3, padding="same", name="pconv"))
+    keras_saved_model = tmp_path / "keras_saved_model"
+    model.export(str(keras_saved_model), format="tf_saved_model", verbose=False)
+    expected = export_tflite(model, tmp_path / "keras.tflite", saved_model_dir=keras_saved_model)
+    assert export_tflite(model, tmp_path / "own.tflite").read_bytes() == expected.read_bytes()
+
+
 @pytest.mark.parametrize("quantization", ["fp16", "dynamic", "int8", "int16x8"])
 def test_quantized_exports_run_and_stay_close(model, images, tmp_path, quantization):
     path = export_tflite(

@@ -18,6 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kcnn.export.serving import RAW_SIGNATURE, write_raw_saved_model
+
 
 def as_list(values):
     return list(values) if isinstance(values, (list, tuple)) else [values]
@@ -97,13 +99,14 @@ def tflite_outputs(model, inputs, tmp_path):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    path = str(tmp_path / "saved_model_for_tflite")
-    model.export(path, format="tf_saved_model", verbose=False)
-    converter = tf.lite.TFLiteConverter.from_saved_model(path)
+    # The graph `model.export` writes (traced once: see `write_raw_saved_model`).
+    path = tmp_path / "saved_model_for_tflite"
+    write_raw_saved_model(model, path)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(path), signature_keys=[RAW_SIGNATURE])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     flatbuffer = converter.convert()
     interpreter = Interpreter(model_content=flatbuffer)
-    runner = interpreter.get_signature_runner("serving_default")
+    runner = interpreter.get_signature_runner(RAW_SIGNATURE)
     signature_names = runner.get_input_details()
     # Named Keras inputs keep their names in the signature; unnamed ones are numbered.
     names = [tensor.name for tensor in model.inputs]
