@@ -5,28 +5,55 @@ import sys
 import pytest
 
 PROBE = """
+import os
+{before}
 import kcnn
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
 tf.ones([256, 256]) * 2.0
 try:
     tf.config.experimental.get_memory_info("CPU:0")  # BFC allocators keep statistics
-    print("bfc")
+    allocator = "bfc"
 except ValueError:
-    print("malloc")
+    allocator = "malloc"
+print("allocator", allocator)
+print("onednn", os.environ["TF_ENABLE_ONEDNN_OPTS"], _pywrap_util_port.IsMklEnabled())
 """
+# The settings the probes vary; each probe's environment sets them itself.
+_SETTINGS = ("TF_CPU_ALLOCATOR_USE_BFC", "TF_ENABLE_ONEDNN_OPTS")
+_PROBES = {}
+
+
+def probe(environment, before=""):
+    """Output of `PROBE` in a fresh process with `environment` (TensorFlow's settings are
+    read once per process); one process per distinct environment for the whole module."""
+    key = (tuple(sorted(environment.items())), before)
+    if key not in _PROBES:
+        env = {k: v for k, v in os.environ.items() if k not in _SETTINGS}
+        env.update(environment)
+        _PROBES[key] = subprocess.run(
+            [sys.executable, "-W", "always", "-c", PROBE.format(before=before)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return _PROBES[key]
+
+
+def printed(result, name):
+    return next(
+        line.split(" ", 1)[1] for line in result.stdout.splitlines() if line.startswith(name + " ")
+    )
 
 
 @pytest.mark.parametrize("setting, expected", [(None, "bfc"), ("false", "malloc")])
 def test_importing_kcnn_selects_the_bfc_cpu_allocator_unless_the_user_chose(setting, expected):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
     # oneDNN, when turned on, selects the BFC allocator by itself.
-    env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    environment = {"TF_ENABLE_ONEDNN_OPTS": "0"}
     if setting is not None:
-        env["TF_CPU_ALLOCATOR_USE_BFC"] = setting
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
-    )
-    assert result.stdout.split()[-1] == expected
+        environment["TF_CPU_ALLOCATOR_USE_BFC"] = setting
+    assert printed(probe(environment), "allocator") == expected
 
 
 def test_importing_kcnn_alone_registers_every_object_a_run_saves(tmp_path):
@@ -71,15 +98,6 @@ def test_importing_kcnn_alone_registers_every_object_a_run_saves(tmp_path):
     assert result.stdout.split() == [type(o).__name__ for o in objects]
 
 
-ONEDNN_PROBE = """
-import os
-{before}
-import kcnn
-from tensorflow.python.util import _pywrap_util_port
-print(os.environ["TF_ENABLE_ONEDNN_OPTS"], _pywrap_util_port.IsMklEnabled())
-"""
-
-
 @pytest.mark.parametrize(
     "setting, before, expected",
     [
@@ -98,16 +116,8 @@ print(os.environ["TF_ENABLE_ONEDNN_OPTS"], _pywrap_util_port.IsMklEnabled())
     ],
 )
 def test_importing_kcnn_turns_tensorflow_onednn_kernels_on(setting, before, expected):
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    if setting is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = setting
-    result = subprocess.run(
-        [sys.executable, "-W", "always", "-c", ONEDNN_PROBE.format(before=before)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert result.stdout.split("\n")[-2] == expected, result.stdout
+    environment = {} if setting is None else {"TF_ENABLE_ONEDNN_OPTS": setting}
+    result = probe(environment, before)
+    assert printed(result, "onednn") == expected, result.stdout
     too_late = "imported before kcnn, with its oneDNN CPU kernels off" in result.stderr
     assert too_late == (expected == "1 False"), result.stderr[-2000:]
