@@ -15,6 +15,7 @@ name they share it with; a test checks that they still coincide, and every name 
 built and analysed under a classifier.
 """
 
+import functools
 import json
 
 import keras
@@ -134,6 +135,15 @@ def test_names_left_out_of_the_matrix_build_the_architecture_they_share(name, sh
     assert built[0].count_params() == built[1].count_params()
 
 
+@functools.cache
+def _backbone(name, size):
+    """One backbone per name and input size, shared by the five models built on it (a Keras
+    model called on new inputs, as a functional model calls a nested one): building the
+    keras-hub families is most of a model's build time."""
+    keras.utils.set_random_seed(0)
+    return build_backbone(name, (size, size, 3), **TINY[name])
+
+
 @pytest.mark.parametrize("backbone_name", MATRIX_BACKBONES)
 @pytest.mark.parametrize("model_name", list(MODELS))
 def test_every_backbone_under_every_model(model_name, backbone_name):
@@ -142,9 +152,7 @@ def test_every_backbone_under_every_model(model_name, backbone_name):
     # fixed-size one is built at each size.
     sizes = [96, None] if free_size else [64, 96]
     for size in sizes:
-        keras.utils.set_random_seed(0)
-        backbone = build_backbone(backbone_name, (size, size, 3), **TINY[backbone_name])
-        model = build(backbone)
+        model = build(_backbone(backbone_name, size))
         for probe in [size] if size else [64, 96]:
             assert tuple(model(_images(1, probe)).shape) == expected_shape(1, probe)
         if size == 96:
