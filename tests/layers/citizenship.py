@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kcnn.export.serving import RAW_SIGNATURE, write_raw_saved_model
+from kcnn.export import RAW_SIGNATURE, export_tflite
 
 
 def as_list(values):
@@ -99,12 +99,8 @@ def tflite_outputs(model, inputs, tmp_path):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    # The graph `model.export` writes (traced once: see `write_raw_saved_model`).
-    path = tmp_path / "saved_model_for_tflite"
-    write_raw_saved_model(model, path)
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(path), signature_keys=[RAW_SIGNATURE])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    flatbuffer = converter.convert()
+    # kcnn's converter: Keras's `serve` graph, builtin ops only.
+    flatbuffer = export_tflite(model, tmp_path / "model.tflite").read_bytes()
     interpreter = Interpreter(model_content=flatbuffer)
     runner = interpreter.get_signature_runner(RAW_SIGNATURE)
     signature_names = runner.get_input_details()
