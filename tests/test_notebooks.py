@@ -204,11 +204,8 @@ def test_notebook_runs(path, request, monkeypatch, tmp_path):
     assert path.name in CHECKS, f"add a check of what {path.name} prints to CHECKS"
     monkeypatch.setenv("KCNN_NOTEBOOK_SMALL", "1")
     notebook = nbformat.read(path, as_version=4)
-    if path.name in OWN_KERNEL:
-        client = NotebookClient(
-            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
-        )
-    else:
+    shared = path.name not in OWN_KERNEL
+    if shared:
         manager = request.getfixturevalue("shared_kernel")
         if not manager.is_alive():  # a notebook before this one crashed the kernel
             manager.restart_kernel(now=True)
@@ -216,10 +213,15 @@ def test_notebook_runs(path, request, monkeypatch, tmp_path):
             0, nbformat.v4.new_code_cell(FRESH_START.format(folder=str(tmp_path)))
         )
         client = NotebookClient(notebook, timeout=600, km=manager)
+    else:
+        client = NotebookClient(
+            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+        )
     try:
         client.execute()
     finally:
-        if client.kc is not None and path.name not in OWN_KERNEL:
+        # The shared kernel lives on; only this notebook's client channels close.
+        if shared and client.kc is not None:
             client.kc.stop_channels()
     outputs = "".join(
         output.get("text", "")
