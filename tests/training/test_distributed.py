@@ -70,8 +70,8 @@ results, one_device = {}, {}
 for name, values in json.loads(sys.argv[1]).items():
     weights = {}
     sync_batch_norm = values.pop("sync_batch_norm")
-    # A config that differs from an earlier one only under the mirrored strategy reuses
-    # that config's one-device weights instead of training them again.
+    # A config whose one-device step is an earlier config's (to float32 rounding) reuses
+    # that config's weights instead of training them again.
     reference = values.pop("one_device_of", None)
     strategies = [("one_device", ["/cpu:0"]), ("mirrored", ["/cpu:0", "/cpu:1"])]
     if reference is not None:
@@ -107,8 +107,10 @@ def one_step_differences(tmp_path_factory):
         "classifier": merged(CLASSIFIER, ONE_STEP, {"sync_batch_norm": True}),
         "unet": merged(UNET, ONE_STEP, {"train": SEGMENTATION_LOSS, "sync_batch_norm": True}),
         "segnet": merged(SEGNET, ONE_STEP, {"train": SEGMENTATION_LOSS, "sync_batch_norm": True}),
-        # The control: per-replica batch statistics (one device has no replicas to sync, so
-        # its run is the classifier's).
+        # The control: per-replica batch statistics. Its one-device reference is the
+        # classifier's run: one device has no replicas to synchronize, so the two differ by
+        # float32 rounding (synchronized batch norm computes the variance as E[x^2] - E[x]^2),
+        # far below the control's 1e-4.
         "classifier_unsynchronized": merged(
             CLASSIFIER, ONE_STEP, {"sync_batch_norm": False, "one_device_of": "classifier"}
         ),
