@@ -37,12 +37,15 @@ the bilinear weights (hence of the offsets and the mask), and the input gradient
 scatter-add of the weighted column gradients into the neighbourhood rows, folded back onto
 the pixels. Sampling and its gradient each run as an XLA-compiled function (also inside a
 model that is not compiled), which measured about 1.4x faster than the same TensorFlow ops;
-`jit_compile=False` runs them as plain ops. See bench/RESULTS.md for the timings against
-`keras.layers.Conv2D` and torchvision.
+`jit_compile=False` runs them as plain ops. XLA's CPU scatter-add runs on one core, so the
+compiled gradient runs as one call per slice of the batch (as many as cores, at most one per
+image), side by side. See bench/RESULTS.md for the timings against `keras.layers.Conv2D` and
+torchvision.
 """
 
 import functools
 import math
+import os
 
 import tensorflow as tf
 
@@ -334,6 +337,49 @@ def _kernels(config, with_mask, jit_compile, offsets_dtype, mask_dtype):
     )
 
 
+def _parallel_parts(batch):
+    """How many parts the backward kernel splits the batch into: one per CPU core that
+    TensorFlow may run ops on concurrently, at most one per image (static batch)."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover - macOS and Windows
+        cores = os.cpu_count() or 1
+    threads = tf.config.threading.get_inter_op_parallelism_threads()
+    parts = min(threads, cores) if threads > 0 else cores
+    return max(1, parts if batch is None else min(parts, batch))
+
+
+def _backward_by_images(backward, parts, inputs, offsets, samples_gradient, geometry, config):
+    """The backward kernel run on `parts` slices of the batch, concatenated.
+
+    XLA's CPU scatter-add (the input gradient) runs on one core; independent kernel calls
+    on disjoint images run side by side. Samples are numbered image by image, so the
+    slices of the flat geometry are contiguous, and each image's samples read and write
+    only its own rows of the corner table (the index is shifted by the part's first
+    image). A part may hold no image (dynamic batch smaller than `parts`).
+    """
+    if parts == 1:
+        return backward(inputs, offsets, samples_gradient, geometry)
+    (kh, kw), _, _, _, groups = config
+    batch = _static_or_dynamic(inputs, 0)
+    height, width = _static_or_dynamic(inputs, 1), _static_or_dynamic(inputs, 2)
+    out_h, out_w = _static_or_dynamic(offsets, 1), _static_or_dynamic(offsets, 2)
+    samples_per_image = out_h * out_w * kh * kw * groups
+    rows_per_image = (height + 1) * (width + 1) * groups
+    bounds = [batch * i // parts for i in range(parts + 1)]
+    results = []
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        first, last = start * samples_per_image, stop * samples_per_image
+        part = {name: value[first:last] for name, value in geometry.items()}
+        part["index"] = part["index"] - start * rows_per_image
+        part_gradient = samples_gradient[first:last]
+        results.append(backward(inputs[start:stop], offsets[start:stop], part_gradient, part))
+    inputs_gradient, offsets_gradient, mask_gradient = (
+        None if values[0] is None else tf.concat(values, 0) for values in zip(*results, strict=True)
+    )
+    return inputs_gradient, offsets_gradient, mask_gradient
+
+
 def _sample(inputs, offsets, mask, config, jit_compile):
     """Bilinear samples (M, C / G) with an explicit gradient for inputs, offsets and mask."""
     with_mask = mask is not None
@@ -346,9 +392,15 @@ def _sample(inputs, offsets, mask, config, jit_compile):
         samples, geometry = forward(inputs, offsets, mask)
 
         def gradient(samples_gradient):
-            inputs_gradient, offsets_gradient, mask_gradient = backward(
-                inputs, offsets, samples_gradient, geometry
-            )
+            if jit_compile:
+                parts = _parallel_parts(inputs.shape[0])
+                inputs_gradient, offsets_gradient, mask_gradient = _backward_by_images(
+                    backward, parts, inputs, offsets, samples_gradient, geometry, config
+                )
+            else:
+                inputs_gradient, offsets_gradient, mask_gradient = backward(
+                    inputs, offsets, samples_gradient, geometry
+                )
             if mask_gradient is None:
                 mask_gradient = tf.zeros_like(mask)
             return inputs_gradient, offsets_gradient, mask_gradient

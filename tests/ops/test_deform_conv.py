@@ -313,3 +313,48 @@ def test_unknown_batch_and_spatial_size_in_a_graph():
         offsets = RNG.normal(size=(3, height, width, 18)).astype("float32")
         expected = reference(x, offsets, np.asarray(w), pad=((1, 1), (1, 1)))
         np.testing.assert_allclose(np.asarray(function(x, offsets)), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("parts", [2, 4])
+@pytest.mark.parametrize("static_batch", [True, False])
+def test_backward_split_by_images_equals_each_image_alone(monkeypatch, parts, static_batch):
+    # The XLA backward kernel runs on slices of the batch side by side. Reference: every
+    # image's gradients computed alone (batch 1, never split; the finite-difference tests
+    # check that path), in float64. With 3 images and 4 parts, a dynamic batch leaves one
+    # part empty; offset groups 2 and samples far outside the image shift the table index.
+    from kcnn.ops import deform_conv
+
+    monkeypatch.setattr(deform_conv, "_parallel_parts", lambda batch: parts)
+    x, offsets, w, b, mask, _ = case(6, 5, 4, 3, (3, 3), 2, 1, 2, "same", True, batch=3)
+    batch_dim = 3 if static_batch else None
+    signature = [
+        tf.TensorSpec((batch_dim, *array.shape[1:]), tf.float64) for array in (x, offsets, mask)
+    ]
+
+    def gradients(x, offsets, mask):
+        x, offsets, mask = (tf.convert_to_tensor(array) for array in (x, offsets, mask))
+        with tf.GradientTape() as tape:
+            tape.watch([x, offsets, mask])
+            y = deform_conv2d(x, offsets, w, b, mask, 2, "same")
+            loss = tf.reduce_sum(y * tf.sin(y))
+        return tape.gradient(loss, [x, offsets, mask])
+
+    together = tf.function(gradients, input_signature=signature)(x, offsets, mask)
+    for image in range(3):
+        one = slice(image, image + 1)
+        monkeypatch.setattr(deform_conv, "_parallel_parts", lambda batch: 1)
+        alone = gradients(x[one], offsets[one], mask[one])
+        for name, got, want in zip(("inputs", "offsets", "mask"), together, alone, strict=True):
+            assert np.any(np.asarray(want) != 0), name
+            np.testing.assert_allclose(got[one], want, atol=1e-12, rtol=0, err_msg=name)
+
+
+def test_the_backward_kernel_uses_one_part_per_core_and_image(monkeypatch):
+    from kcnn.ops import deform_conv
+
+    monkeypatch.setattr(deform_conv.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert deform_conv._parallel_parts(None) == 4
+    assert deform_conv._parallel_parts(3) == 3
+    assert deform_conv._parallel_parts(1) == 1
+    monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 2)
+    assert deform_conv._parallel_parts(None) == 2
