@@ -10,10 +10,14 @@ from ..layers import citizenship
 from .test_pconv_unet import inputs
 
 SIZE = 32
+# Fewer sweeps than the default 40 + 20 per level: what these tests check does not depend on
+# how far the fill has converged (tests/layers/test_smooth_fill2d.py checks the fill), and
+# each model call runs every sweep.
+SWEEPS = {"fill_iterations": 6, "fill_coarse_iterations": 3}
 
 
 def tiny(**kwargs):
-    return FillResidualUNet((SIZE, SIZE, 3), width=4, depth=3, **kwargs)
+    return FillResidualUNet((SIZE, SIZE, 3), width=4, depth=3, **{**SWEEPS, **kwargs})
 
 
 def test_registered_and_untrained_it_is_the_classical_fill():
@@ -93,4 +97,4 @@ def test_mixed_precision_keeps_the_fill_and_the_output_in_float32():
     image, mask = inputs()
     output = model(inputs(), training=False)
     assert output.dtype == "float32"
-    np.testing.assert_allclose(output, smooth_fill(image, mask), atol=1e-6)
+    np.testing.assert_allclose(output, smooth_fill(image, mask, 6, 3), atol=1e-6)
