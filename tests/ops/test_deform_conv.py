@@ -315,8 +315,7 @@ def test_unknown_batch_and_spatial_size_in_a_graph():
         np.testing.assert_allclose(np.asarray(function(x, offsets)), expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("parts", [2, 4])
-@pytest.mark.parametrize("static_batch", [True, False])
+@pytest.mark.parametrize(("parts", "static_batch"), [(2, True), (4, False)])
 def test_backward_split_by_images_equals_each_image_alone(monkeypatch, parts, static_batch):
     # The XLA backward kernel runs on slices of the batch side by side. Reference: every
     # image's gradients computed alone (batch 1, never split; the finite-difference tests
