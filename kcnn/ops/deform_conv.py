@@ -392,15 +392,12 @@ def _sample(inputs, offsets, mask, config, jit_compile):
         samples, geometry = forward(inputs, offsets, mask)
 
         def gradient(samples_gradient):
-            if jit_compile:
-                parts = _parallel_parts(inputs.shape[0])
-                inputs_gradient, offsets_gradient, mask_gradient = _backward_by_images(
-                    backward, parts, inputs, offsets, samples_gradient, geometry, config
-                )
-            else:
-                inputs_gradient, offsets_gradient, mask_gradient = backward(
-                    inputs, offsets, samples_gradient, geometry
-                )
+            # Only XLA's scatter-add is single-threaded; TensorFlow's own (jit_compile=False)
+            # already uses every core, so that path runs in one call.
+            parts = _parallel_parts(inputs.shape[0]) if jit_compile else 1
+            inputs_gradient, offsets_gradient, mask_gradient = _backward_by_images(
+                backward, parts, inputs, offsets, samples_gradient, geometry, config
+            )
             if mask_gradient is None:
                 mask_gradient = tf.zeros_like(mask)
             return inputs_gradient, offsets_gradient, mask_gradient
