@@ -323,7 +323,7 @@ def test_backward_split_by_images_equals_each_image_alone(monkeypatch, parts, st
     # part empty; offset groups 2 and samples far outside the image shift the table index.
     from kcnn.ops import deform_conv
 
-    monkeypatch.setattr(deform_conv, "_parallel_parts", lambda batch: parts)
+    monkeypatch.setattr(deform_conv, "_parallel_parts", lambda batch, image_bytes: parts)
     x, offsets, w, b, mask, _ = case(6, 5, 4, 3, (3, 3), 2, 1, 2, "same", True, batch=3)
     batch_dim = 3 if static_batch else None
     signature = [
@@ -339,7 +339,7 @@ def test_backward_split_by_images_equals_each_image_alone(monkeypatch, parts, st
         return tape.gradient(loss, [x, offsets, mask])
 
     together = tf.function(gradients, input_signature=signature)(x, offsets, mask)
-    monkeypatch.setattr(deform_conv, "_parallel_parts", lambda batch: 1)
+    monkeypatch.setattr(deform_conv, "_parallel_parts", lambda batch, image_bytes: 1)
     for image in range(3):
         one = slice(image, image + 1)
         alone = gradients(x[one], offsets[one], mask[one])
@@ -357,3 +357,25 @@ def test_the_backward_kernel_uses_one_part_per_core_and_image(monkeypatch):
     assert deform_conv._parallel_parts(1) == 1
     monkeypatch.setattr(tf.config.threading, "get_inter_op_parallelism_threads", lambda: 2)
     assert deform_conv._parallel_parts(None) == 2
+    # More parts than cores when the images' weighted rows are large: as many as keep a
+    # part near _PART_BYTES, never more than one per image.
+    part = deform_conv._PART_BYTES
+    assert deform_conv._parallel_parts(None, 4 * part) == 2
+    assert deform_conv._parallel_parts(8, 4 * part) == 8
+    assert deform_conv._parallel_parts(64, part // 2) == 32
+    assert deform_conv._parallel_parts(64, part // 2 + 1) == 64
+    assert deform_conv._parallel_parts(64, part // 100) == 2
+    assert deform_conv._parallel_parts(64, None) == 2
+
+
+def test_the_weighted_rows_of_one_image_are_counted_in_bytes():
+    from kcnn.ops import deform_conv
+
+    inputs = tf.zeros((8, 32, 32, 64))
+    offsets = tf.zeros((8, 16, 16, 36))  # stride 2, offset groups 2
+    config = ((3, 3), (2, 2), "same", (1, 1), 2)
+    assert deform_conv._image_rows_bytes(inputs, offsets, config) == 16 * 16 * 9 * 4 * 64 * 4
+    half = tf.zeros((8, 32, 32, 64), tf.float16)
+    assert deform_conv._image_rows_bytes(half, offsets, config) == 16 * 16 * 9 * 4 * 64 * 2
+    dynamic = tf.TensorSpec((None, None, None, 36))
+    assert deform_conv._image_rows_bytes(inputs, dynamic, config) is None
