@@ -360,12 +360,17 @@ def test_the_backward_kernel_uses_one_part_per_core_and_image(monkeypatch):
     # More parts than cores when the images' weighted rows are large: as many as keep a
     # part near _PART_BYTES, never more than one per image.
     part = deform_conv._PART_BYTES
-    assert deform_conv._parallel_parts(None, 4 * part) == 2
     assert deform_conv._parallel_parts(8, 4 * part) == 8
     assert deform_conv._parallel_parts(64, part // 2) == 32
     assert deform_conv._parallel_parts(64, part // 2 + 1) == 64
     assert deform_conv._parallel_parts(64, part // 100) == 2
     assert deform_conv._parallel_parts(64, None) == 2
+    # A dynamic batch: a fixed number of parts (some may be empty) when the image size is
+    # static, never fewer than the cores.
+    monkeypatch.setattr(deform_conv, "_DYNAMIC_PARTS", 8)
+    assert deform_conv._parallel_parts(None, part // 100) == 8
+    monkeypatch.setattr(deform_conv, "_DYNAMIC_PARTS", 1)
+    assert deform_conv._parallel_parts(None, 4 * part) == 2
 
 
 def test_the_weighted_rows_of_one_image_are_counted_in_bytes():
