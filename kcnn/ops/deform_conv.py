@@ -41,8 +41,8 @@ model that is not compiled), which measured about 1.4x faster than the same Tens
 compiled gradient runs as one call per slice of the batch, side by side: at least one per core,
 and small enough slices (down to one image with a static batch; 8 slices with a dynamic one)
 that the weighted rows stay in cache between the multiply that writes them and the scatter
-that reads them. See
-bench/RESULTS.md for the timings against `keras.layers.Conv2D` and torchvision.
+that reads them. See bench/RESULTS.md for the timings against `keras.layers.Conv2D` and
+torchvision.
 """
 
 import functools
