@@ -39,10 +39,10 @@ the pixels. Sampling and its gradient each run as an XLA-compiled function (also
 model that is not compiled), which measured about 1.4x faster than the same TensorFlow ops;
 `jit_compile=False` runs them as plain ops. XLA's CPU scatter-add runs on one core, so the
 compiled gradient runs as one call per slice of the batch, side by side: at least one per core,
-and small enough slices (down to one image with a static batch; 8 slices with a dynamic one)
-that the weighted rows stay in cache between the multiply that writes them and the scatter
-that reads them. See bench/RESULTS.md for the timings against `keras.layers.Conv2D` and
-torchvision.
+and small enough slices (down to one image with a static batch; 8 slices with a dynamic batch
+of static image size) that the weighted rows stay in cache between the multiply that writes
+them and the scatter that reads them. See bench/RESULTS.md for the timings against
+`keras.layers.Conv2D` and torchvision.
 """
 
 import functools
